@@ -1,0 +1,37 @@
+"""Command lookup and dispatch: argv in, a reply or a store operation out."""
+
+from __future__ import annotations
+
+from ..errors import AuthError, CommandError
+from ..session import Session
+from . import connection, server, strings  # noqa: F401  (modules register their commands)
+from .table import TABLE, Command, Result
+
+__all__ = ["TABLE", "Command", "Result", "dispatch", "lookup"]
+
+
+def _unknown(argv: list[bytes]) -> CommandError:
+    args = ""
+    for arg in argv[1:]:
+        if len(args) >= 128:
+            break
+        args += "'" + arg[: 128 - len(args)].decode("utf-8", "replace") + "' "
+    name = argv[0][:128].decode("utf-8", "replace")
+    return CommandError(f"unknown command '{name}', with args beginning with: {args}")
+
+
+def lookup(argv: list[bytes]) -> Command:
+    """The command for ``argv``, checked for existence and arity."""
+    cmd = TABLE.get(argv[0].lower())
+    if cmd is None:
+        raise _unknown(argv)
+    if not cmd.arity_ok(len(argv)):
+        raise CommandError(f"wrong number of arguments for '{cmd.name}' command")
+    return cmd
+
+
+def dispatch(session: Session, cmd: Command, argv: list[bytes]) -> Result:
+    """Run ``cmd``'s handler once authentication allows it."""
+    if not session.authenticated and "noauth" not in cmd.flags:
+        raise AuthError("Authentication required.", prefix="NOAUTH")
+    return cmd.handler(session, argv)

@@ -1,0 +1,137 @@
+"""Connection commands: PING, ECHO, QUIT, SELECT, AUTH, HELLO, CLIENT."""
+
+from __future__ import annotations
+
+import hmac
+
+from ..errors import AuthError, CommandError
+from ..resp import Reply
+from ..session import Session
+from .table import Result, command, int_arg, unknown_subcommand
+
+_WRONGPASS = "invalid username-password pair or user is disabled."
+
+
+@command("ping", -1, syntax="PING [message]", summary="PONG, or the message")
+def ping(s: Session, argv: list[bytes]) -> Result:
+    if len(argv) > 2:
+        raise CommandError("wrong number of arguments for 'ping' command")
+    return argv[1] if len(argv) == 2 else "PONG"
+
+
+@command("echo", 2, syntax="ECHO message", summary="the message")
+def echo(s: Session, argv: list[bytes]) -> Result:
+    return argv[1]
+
+
+@command("quit", -1, "noauth", syntax="QUIT", summary="OK, then the server closes the connection")
+def quit_(s: Session, argv: list[bytes]) -> Result:
+    s.closing = True
+    return "OK"
+
+
+@command("select", 2, syntax="SELECT index", summary="switch to database index")
+def select(s: Session, argv: list[bytes]) -> Result:
+    index = int_arg(argv[1])
+    if not 0 <= index < s.state.config.databases:
+        raise CommandError("DB index is out of range")
+    s.db = index
+    return "OK"
+
+
+def _check_password(s: Session, username: bytes, password: bytes) -> None:
+    required = s.state.config.requirepass
+    if required is None:
+        raise CommandError(
+            "AUTH <password> called without any password configured for the default user. "
+            "Are you sure your configuration is correct?"
+        )
+    if username != b"default" or not hmac.compare_digest(password, required.encode()):
+        raise AuthError(_WRONGPASS, prefix="WRONGPASS")
+    s.authenticated = True
+
+
+@command("auth", -2, "noauth", syntax="AUTH [username] password", summary="authenticate")
+def auth(s: Session, argv: list[bytes]) -> Result:
+    if len(argv) > 3:
+        raise CommandError("syntax error")
+    username = argv[1] if len(argv) == 3 else b"default"
+    _check_password(s, username, argv[-1])
+    return "OK"
+
+
+@command("hello", -1, "noauth", syntax="HELLO [protover [AUTH username password] [SETNAME name]]",
+         summary="switch protocol (2 or 3), optionally authenticate; server facts")
+def hello(s: Session, argv: list[bytes]) -> Result:
+    version = 2 if not s.resp3 else 3
+    if len(argv) >= 2:
+        try:
+            version = int_arg(argv[1])
+        except CommandError:
+            raise CommandError("Protocol version is not an integer or out of range") from None
+        if version not in (2, 3):
+            raise CommandError("unsupported protocol version", prefix="NOPROTO")
+    name: bytes | None = None
+    i = 2
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt == b"AUTH" and i + 2 < len(argv):
+            _check_password(s, argv[i + 1], argv[i + 2])
+            i += 3
+        elif opt == b"SETNAME" and i + 1 < len(argv):
+            name = _valid_name(argv[i + 1])
+            i += 2
+        else:
+            raise CommandError(f"Syntax error in HELLO option '{opt[:128].decode('latin-1')}'")
+    if not s.authenticated:
+        raise AuthError(
+            "HELLO must be called with the client already authenticated, otherwise the HELLO "
+            "<proto> AUTH <user> <pass> option can be used to authenticate the client and "
+            "select the RESP protocol version at the same time",
+            prefix="NOAUTH",
+        )
+    if name is not None:
+        s.name = name or None
+    s.resp3 = version == 3
+    reply: dict[str, Reply] = {
+        "server": "dumbkv",
+        "version": s.state.version,
+        "proto": version,
+        "id": s.id,
+        "mode": "standalone",
+        "role": "master",
+        "modules": [],
+    }
+    return reply
+
+
+def _valid_name(name: bytes) -> bytes:
+    if any(c <= 32 or c >= 127 for c in name):
+        raise CommandError(
+            "Client names cannot contain spaces, newlines or special characters."
+        )
+    return name
+
+
+@command("client", -2, syntax="CLIENT SETNAME name | GETNAME | ID | SETINFO attr value",
+         summary="connection name and id; SETINFO is accepted and ignored")
+def client(s: Session, argv: list[bytes]) -> Result:
+    sub = argv[1].upper()
+    if sub == b"SETNAME" and len(argv) == 3:
+        s.name = _valid_name(argv[2]) or None
+        return "OK"
+    if sub == b"GETNAME" and len(argv) == 2:
+        return s.name
+    if sub == b"ID" and len(argv) == 2:
+        return s.id
+    if sub == b"SETINFO" and len(argv) == 4:
+        if argv[2].upper() not in (b"LIB-NAME", b"LIB-VER"):
+            raise CommandError(
+                f"Unrecognized option '{argv[2][:128].decode('utf-8', 'replace')}'"
+            )
+        return "OK"
+    if sub in (b"SETNAME", b"GETNAME", b"ID", b"SETINFO"):
+        raise CommandError(
+            f"wrong number of arguments for 'client|{sub.decode().lower()}' command"
+        )
+    raise unknown_subcommand(argv[1], "client")

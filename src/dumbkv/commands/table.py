@@ -1,0 +1,64 @@
+"""The command table: one ``Command`` per name, registered with ``@command``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from ..errors import NOT_INTEGER, CommandError
+from ..resp import Reply, strict_int
+from ..session import Session
+from ..store import Op
+
+__all__ = ["TABLE", "Command", "Handler", "Result", "command", "int_arg", "unknown_subcommand"]
+
+#: A handler answers at once (a reply) or hands the store an operation.
+Result: TypeAlias = Reply | Op
+Handler = Callable[[Session, list[bytes]], Result]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    handler: Handler
+    #: Redis convention: n > 0 means exactly n words (name included), -n means at least n.
+    arity: int
+    #: "write", "readonly", "noauth" (allowed before AUTH), "admin", "connection".
+    flags: frozenset[str]
+    syntax: str
+    summary: str
+
+    def arity_ok(self, argc: int) -> bool:
+        return argc == self.arity if self.arity > 0 else argc >= -self.arity
+
+
+TABLE: dict[bytes, Command] = {}
+
+
+def command(
+    name: str, arity: int, *flags: str, syntax: str, summary: str
+) -> Callable[[Handler], Handler]:
+    """Register the decorated handler under ``name``."""
+
+    def register(handler: Handler) -> Handler:
+        key = name.lower().encode()
+        if key in TABLE:
+            raise RuntimeError(f"command {name} registered twice")
+        TABLE[key] = Command(name.lower(), handler, arity, frozenset(flags), syntax, summary)
+        return handler
+
+    return register
+
+
+def int_arg(raw: bytes) -> int:
+    """A signed 64-bit integer argument, or the Redis error for one that is not."""
+    value = strict_int(raw)
+    if value is None:
+        raise CommandError(NOT_INTEGER)
+    return value
+
+
+def unknown_subcommand(sub: bytes, parent: str) -> CommandError:
+    text = sub[:128].decode("utf-8", "replace")
+    return CommandError(f"unknown subcommand '{text}'. Try {parent.upper()} HELP.")

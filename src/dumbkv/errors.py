@@ -1,0 +1,95 @@
+"""Every error DumbKV answers with, and how each one is classified.
+
+The tree::
+
+    DumbKVError                 root of everything DumbKV raises
+    ├── ClientError             the client's fault ("4xx"); status ``client_error``
+    │   ├── ProtocolError       malformed request bytes; the connection is closed after the reply
+    │   ├── CommandError        unknown command, wrong arity, syntax, not an integer, ...
+    │   └── AuthError           ``-NOAUTH`` / ``-WRONGPASS``
+    └── ServerError             DumbKV's fault ("5xx"); status ``server_error``;
+        │                       wire prefix ``-SERVERERR``
+        ├── StoreError          the backend failed or timed out
+        └── IntegrityError      a stored value failed authentication (tampered or swapped row)
+
+A reply's wire form is ``-<PREFIX> <message>``. ``status`` is the one place that decides how a
+reply counts for the SLOs: ``ok`` (no error), ``client_error`` (excluded from the error-rate
+SLO) or ``server_error``. Messages never contain a key or a value.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+Status = Literal["ok", "client_error", "server_error"]
+
+__all__ = [
+    "AuthError",
+    "ClientError",
+    "CommandError",
+    "DumbKVError",
+    "IntegrityError",
+    "ProtocolError",
+    "ServerError",
+    "Status",
+    "StoreError",
+]
+
+
+class DumbKVError(Exception):
+    """Root of every error DumbKV raises."""
+
+    prefix: ClassVar[str] = "ERR"
+    status: ClassVar[Status] = "server_error"
+
+    def __init__(self, message: str, *, prefix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if prefix is not None:
+            self.prefix = prefix  # type: ignore[misc]
+
+    def wire(self) -> bytes:
+        """The error as a RESP error line, e.g. ``b"-ERR syntax error\\r\\n"``."""
+        text = f"-{self.prefix} {self.message}".replace("\r", " ").replace("\n", " ")
+        return text.encode("utf-8", "replace") + b"\r\n"
+
+
+class ClientError(DumbKVError):
+    """The request was wrong; retrying the same request gives the same answer."""
+
+    status: ClassVar[Status] = "client_error"
+
+
+class ProtocolError(ClientError):
+    """The bytes were not a valid request. The server closes the connection after replying."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"Protocol error: {message}")
+
+
+class CommandError(ClientError):
+    """A well-formed request that cannot be executed as given."""
+
+
+class AuthError(ClientError):
+    """Authentication is required or failed (``-NOAUTH`` / ``-WRONGPASS``)."""
+
+
+class ServerError(DumbKVError):
+    """DumbKV failed to serve a valid request. Counted against the error-rate SLO."""
+
+    prefix: ClassVar[str] = "SERVERERR"
+    status: ClassVar[Status] = "server_error"
+
+
+class StoreError(ServerError):
+    """The storage backend failed or did not answer in time."""
+
+
+class IntegrityError(ServerError):
+    """A stored value could not be authenticated: the row was tampered with or swapped."""
+
+
+SYNTAX = "syntax error"
+NOT_INTEGER = "value is not an integer or out of range"
+OVERFLOW = "increment or decrement would overflow"

@@ -1,0 +1,256 @@
+"""The wire protocol, sans-IO: bytes in, commands out; replies in, bytes out.
+
+``Parser.feed(data)`` accepts any slice of a byte stream and returns the complete commands it
+holds, each an argv list of ``bytes``. Requests are either RESP arrays (``*2\\r\\n$3\\r\\nGET...``)
+or inline lines as typed into telnet, split exactly like Redis's ``sdssplitargs``. The two may be
+mixed on one connection. No size limits apply: DumbKV is unbounded by design.
+
+``encode(reply, resp3)`` turns a reply value into bytes:
+
+==================  ==================  ==============
+Python value        RESP2               RESP3
+==================  ==================  ==============
+``str``             ``+OK``             same
+``bytes``           ``$3 abc``          same
+``int``             ``:1``              same
+``None``            ``$-1``             ``_``
+``list``            ``*n ...``          same
+``dict``            flat ``*2n`` array  ``%n`` map
+``DumbKVError``     ``-PREFIX message``  same
+==================  ==================  ==============
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Union
+
+from .errors import DumbKVError, ProtocolError
+
+__all__ = [
+    "Parser",
+    "Reply",
+    "encode",
+    "encode_command",
+    "encode_inline",
+    "split_inline",
+    "strict_int",
+]
+
+Reply = Union[str, bytes, int, None, list["Reply"], dict[str, "Reply"], DumbKVError]  # noqa: UP007
+
+_CRLF = b"\r\n"
+# C's isspace(): where sdssplitargs skips between arguments and what may follow a closing quote.
+_ISSPACE = frozenset(b" \t\n\v\f\r")
+# What ends an unquoted argument (note: not \v or \f).
+_UNQUOTED_END = frozenset(b" \n\r\t")
+_NEEDS_SLOW_SPLIT = re.compile(rb"[\"'\x0b\x0c\x00]")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+
+
+def strict_int(text: bytes) -> int | None:
+    """Parse a signed 64-bit decimal like Redis's string2ll: no '+', spaces or leading zeros."""
+    negative = text[:1] == b"-"
+    digits = text[1:] if negative else text
+    if not digits.isdigit() or len(digits) > 19 or (digits[:1] == b"0" and (
+        len(digits) > 1 or negative
+    )):
+        return None
+    value = -int(digits) if negative else int(digits)
+    return value if -(2**63) <= value < 2**63 else None
+
+
+class Parser:
+    """Incremental request parser for one connection."""
+
+    __slots__ = ("_buf", "error")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        #: Set when the stream is broken; the commands before it are still returned.
+        self.error: ProtocolError | None = None
+
+    def feed(self, data: bytes) -> list[list[bytes]]:
+        """Add bytes; return every complete command. After an error, returns nothing more."""
+        if self.error is not None:
+            return []
+        buf = self._buf
+        buf += data
+        commands: list[list[bytes]] = []
+        pos = 0
+        end = len(buf)
+        try:
+            while pos < end:
+                if buf[pos] == 42:  # '*'
+                    argv, new_pos = self._multibulk(buf, pos)
+                else:
+                    argv, new_pos = self._inline(buf, pos)
+                if new_pos < 0:
+                    break
+                pos = new_pos
+                if argv:
+                    commands.append(argv)
+        except ProtocolError as exc:
+            self.error = exc
+            pos = end
+        if pos:
+            del buf[:pos]
+        return commands
+
+    @staticmethod
+    def _inline(buf: bytearray, pos: int) -> tuple[list[bytes] | None, int]:
+        newline = buf.find(b"\n", pos)
+        if newline < 0:
+            return None, -1
+        line = bytes(buf[pos:newline])
+        return split_inline(line), newline + 1
+
+    @staticmethod
+    def _multibulk(buf: bytearray, pos: int) -> tuple[list[bytes] | None, int]:
+        eol = buf.find(_CRLF, pos)
+        if eol < 0:
+            return None, -1
+        count = strict_int(bytes(buf[pos + 1 : eol]))
+        if count is None or count > 0x7FFFFFFF:
+            raise ProtocolError("invalid multibulk length")
+        pos = eol + 2
+        if count <= 0:
+            return None, pos
+        argv: list[bytes] = []
+        end = len(buf)
+        for _ in range(count):
+            if pos >= end:
+                return None, -1
+            if buf[pos] != 36:  # '$'
+                got = chr(buf[pos]) if 32 <= buf[pos] < 127 else "?"
+                raise ProtocolError(f"expected '$', got '{got}'")
+            eol = buf.find(_CRLF, pos)
+            if eol < 0:
+                return None, -1
+            size = strict_int(bytes(buf[pos + 1 : eol]))
+            if size is None or size < 0:
+                raise ProtocolError("invalid bulk length")
+            start = eol + 2
+            if start + size + 2 > end:
+                return None, -1
+            argv.append(bytes(buf[start : start + size]))
+            pos = start + size + 2  # like Redis, the trailing CRLF is skipped unchecked
+        return argv, pos
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split one inline request line (without its newline) like Redis's ``sdssplitargs``."""
+    if not _NEEDS_SLOW_SPLIT.search(line):
+        return line.split()
+    line = line.split(b"\x00", 1)[0]  # C string semantics: a NUL ends the line
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in _ISSPACE:
+            i += 1
+        if i >= n:
+            return args
+        arg, i = _split_one(line, i, n)
+        args.append(arg)
+
+
+def _split_one(line: bytes, i: int, n: int) -> tuple[bytes, int]:
+    current = bytearray()
+    in_double = in_single = False
+    unbalanced = ProtocolError("unbalanced quotes in request")
+    while True:
+        if i >= n:
+            if in_double or in_single:
+                raise unbalanced
+            return bytes(current), i
+        c = line[i]
+        if in_double:
+            if c == 92 and i + 3 < n and line[i + 1] == 120 and line[i + 2] in _HEX and (
+                line[i + 3] in _HEX
+            ):  # \xHH
+                current.append(int(line[i + 2 : i + 4], 16))
+                i += 3
+            elif c == 92 and i + 1 < n:
+                i += 1
+                current.append(_ESCAPES.get(line[i], line[i]))
+            elif c == 34:  # closing "
+                if i + 1 < n and line[i + 1] not in _ISSPACE:
+                    raise unbalanced
+                return bytes(current), i + 1
+            else:
+                current.append(c)
+        elif in_single:
+            if c == 92 and i + 1 < n and line[i + 1] == 39:  # \'
+                i += 1
+                current.append(39)
+            elif c == 39:  # closing '
+                if i + 1 < n and line[i + 1] not in _ISSPACE:
+                    raise unbalanced
+                return bytes(current), i + 1
+            else:
+                current.append(c)
+        elif c in _UNQUOTED_END:
+            return bytes(current), i + 1
+        elif c == 34:
+            in_double = True
+        elif c == 39:
+            in_single = True
+        else:
+            current.append(c)
+        i += 1
+
+
+_NIL2 = b"$-1\r\n"
+_NIL3 = b"_\r\n"
+
+
+def encode(reply: Reply, resp3: bool = False) -> bytes:
+    """Encode one reply value (see the module table)."""
+    if isinstance(reply, bytes):
+        return b"$%d\r\n%b\r\n" % (len(reply), reply)
+    if reply is None:
+        return _NIL3 if resp3 else _NIL2
+    if isinstance(reply, str):
+        return b"+" + reply.replace("\r", " ").replace("\n", " ").encode() + _CRLF
+    if isinstance(reply, int):
+        return b":%d\r\n" % reply
+    if isinstance(reply, list):
+        return b"*%d\r\n" % len(reply) + b"".join([encode(item, resp3) for item in reply])
+    if isinstance(reply, dict):
+        parts = [b"%%%d\r\n" % len(reply)] if resp3 else [b"*%d\r\n" % (2 * len(reply))]
+        for key, value in reply.items():
+            parts.append(encode(key.encode(), resp3))
+            parts.append(encode(value, resp3))
+        return b"".join(parts)
+    if isinstance(reply, DumbKVError):
+        return reply.wire()
+    raise TypeError(f"cannot encode a reply of type {type(reply).__name__}")
+
+
+def encode_command(args: Iterable[bytes | str | int]) -> bytes:
+    """Encode a request as a RESP array, as clients send it."""
+    parts = []
+    for arg in args:
+        raw = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+    return b"*%d\r\n" % len(parts) + b"".join(parts)
+
+
+def _quote(arg: bytes) -> bytes:
+    out = bytearray(b'"')
+    for c in arg:
+        if c in (34, 92):
+            out += b"\\%c" % c
+        elif 32 <= c < 127:
+            out.append(c)
+        else:
+            out += b"\\x%02x" % c
+    out.append(34)
+    return bytes(out)
+
+
+def encode_inline(args: Iterable[bytes]) -> bytes:
+    """Encode a request as one inline line that ``split_inline`` reads back exactly."""
+    return b" ".join(_quote(arg) for arg in args) + _CRLF

@@ -1,0 +1,208 @@
+"""The RESP server: one ``Connection`` (an ``asyncio.Protocol``) per client, and ``Server``.
+
+A connection feeds bytes to the parser and dispatches each command at once. Commands that need
+the store become operations queued in arrival order, so a pipeline reaches the store whole and
+is batched with other clients' commands. Replies leave in command order: each command takes a
+slot in ``_pending``, and slots are written from the head as soon as they are filled.
+
+Unbounded by design: no limit on line or value size, on clients or on idle time. The place for
+opt-in guards is ``Connection.data_received``, before the parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections import deque
+
+from .commands import dispatch, lookup
+from .errors import DumbKVError, ServerError
+from .resp import Parser, Reply, encode
+from .session import ServerState, Session
+from .store import DbOp, KeyOp
+
+__all__ = ["Connection", "Server"]
+
+log = logging.getLogger("dumbkv.server")
+
+
+class _Slot:
+    """A reply that the store has not produced yet."""
+
+    __slots__ = ("command", "data", "started")
+
+    def __init__(self, command: str, started: float) -> None:
+        self.command = command
+        self.started = started
+        self.data: bytes | None = None
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, state: ServerState, server: Server) -> None:
+        self.state = state
+        self.server = server
+        self.session = Session(state)
+        self.parser = Parser()
+        self.transport: asyncio.Transport | None = None
+        self._pending: deque[_Slot | bytes] = deque()
+        self._out: list[bytes] = []
+        self._close_after_flush = False
+        self._reading_paused = False
+        self._flush_scheduled = False
+
+    # ------------------------------------------------------------------ asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.connections.add(self)
+        stats = self.state.stats
+        stats.connections_total += 1
+        stats.connections_active += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.state.stats.connections_active -= 1
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        # The client reads slower than it sends: stop reading until it catches up.
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.state.stats.bytes_in += len(data)
+        if self._close_after_flush:
+            return
+        for argv in self.parser.feed(data):
+            self._execute(argv)
+            if self.session.closing:
+                self._close_after_flush = True
+                break
+        else:
+            if self.parser.error is not None:
+                self.state.stats.protocol_errors += 1
+                self._reply_now("protocol", self.parser.error, time.perf_counter())
+                self._close_after_flush = True
+        self._flush()
+
+    # ------------------------------------------------------------------ commands
+    def _execute(self, argv: list[bytes]) -> None:
+        started = time.perf_counter()
+        name = "unknown"
+        try:
+            cmd = lookup(argv)
+            name = cmd.name
+            result = dispatch(self.session, cmd, argv)
+        except DumbKVError as exc:
+            result = exc
+        except Exception as exc:
+            result = _internal_error(name, exc)
+        if isinstance(result, (KeyOp, DbOp)):
+            slot = _Slot(name, started)
+            self._pending.append(slot)
+            self.state.store.submit(result, lambda reply: self._fill(slot, reply))
+        else:
+            self._reply_now(name, result, started)
+
+    def _reply_now(self, name: str, reply: Reply, started: float) -> None:
+        data = self._encode(name, reply, started)
+        if self._pending:
+            self._pending.append(data)
+        else:
+            self._out.append(data)
+
+    def _encode(self, name: str, reply: Reply, started: float) -> bytes:
+        status = reply.status if isinstance(reply, DumbKVError) else "ok"
+        self.state.stats.record(name, status, time.perf_counter() - started)
+        return encode(reply, self.session.resp3)
+
+    def _fill(self, slot: _Slot, reply: Reply) -> None:
+        slot.data = self._encode(slot.command, reply, slot.started)
+        # A batch fills many slots at once: write them with one call, after the batch.
+        if not self._flush_scheduled and self._pending and self._pending[0] is slot:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        pending = self._pending
+        while pending:
+            head = pending[0]
+            if isinstance(head, bytes):
+                out.append(head)
+            elif head.data is not None:
+                out.append(head.data)
+            else:
+                break
+            pending.popleft()
+        if out and self.transport is not None:
+            data = b"".join(out) if len(out) > 1 else out[0]
+            self.state.stats.bytes_out += len(data)
+            self.transport.write(data)
+        out.clear()
+        if self._close_after_flush and not pending and self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _internal_error(name: str, exc: Exception) -> ServerError:
+    # Frames only: the exception's message could quote a key or a value.
+    log.error("internal error in %s: %s\n%s", name, type(exc).__name__,
+              "".join(traceback.format_tb(exc.__traceback__)))
+    return ServerError("internal error")
+
+
+class Server:
+    """The listening socket and the connections it accepted."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.connections: set[Connection] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        config = self.state.config
+        self._server = await loop.create_server(
+            lambda: Connection(self.state, self), config.host, config.port, reuse_address=True
+        )
+        sock = self._server.sockets[0]
+        self.state.port = sock.getsockname()[1]
+
+    @property
+    def addresses(self) -> list[str]:
+        if self._server is None:
+            return []
+        return [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self._server.sockets]
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for queued store operations; True if all finished."""
+        try:
+            await asyncio.wait_for(self.state.store.drain(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def close_connections(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,305 @@
+"""The store contract: one ABC whose public methods hold the shared logic.
+
+Commands never talk SQL. They hand the store *operations*:
+
+* ``KeyOp``: the rows it needs (``keys``) and a pure function ``apply(view)`` that reads and
+  changes those rows through a ``View`` and returns the reply.
+* ``DbOp``: a whole-database step (``FLUSHDB``, ``DBSIZE``, the expiry sweep) run as one call.
+
+Operations are queued and run strictly in arrival order. Consecutive ``KeyOp``\\s run as one
+batch: one query loads every row they need, the functions run in order over the loaded rows (so
+a later command sees an earlier one's write: pipelines keep read-your-writes), and all changes are
+written in one transaction (group commit). Replies are released only after the commit, so an
+acknowledged write is durable.
+
+A backend implements the primitives ``_transact``, ``_flush``, ``_count``, ``_sweep``,
+``_ping``, ``_open`` and ``_close``; timing, timeouts and error wrapping live here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+from ..errors import DumbKVError, ServerError, StoreError
+from ..resp import Reply
+
+__all__ = ["DbOp", "Key", "KeyOp", "Op", "Row", "Store", "View", "now_ms"]
+
+log = logging.getLogger("dumbkv.store")
+
+#: A row's address: (database number, key id).
+Key = tuple[int, bytes]
+
+
+class Row(NamedTuple):
+    value: bytes
+    #: Absolute expiry in Unix milliseconds, or None for no expiry.
+    expires_at: int | None
+
+
+Changes = dict[Key, Row | None]  # None means delete
+Done = Callable[[Reply], None]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class View:
+    """The rows of one batch as the commands see them; records every change."""
+
+    __slots__ = ("_rows", "changes", "now")
+
+    def __init__(self, rows: dict[Key, Row], now: int) -> None:
+        self._rows = rows
+        self.changes: Changes = {}
+        self.now = now
+
+    def get(self, key: Key) -> Row | None:
+        """The live row at ``key``; expired rows read as missing."""
+        row = self._rows.get(key)
+        if row is None or (row.expires_at is not None and row.expires_at <= self.now):
+            return None
+        return row
+
+    def put(self, key: Key, row: Row) -> None:
+        self._rows[key] = row
+        self.changes[key] = row
+
+    def delete(self, key: Key) -> bool:
+        """Delete ``key``; return whether a live row was there."""
+        existed = self.get(key) is not None
+        if key in self._rows:
+            del self._rows[key]
+            self.changes[key] = None
+        return existed
+
+
+@dataclass(slots=True)
+class KeyOp:
+    """A command over individual rows. ``keys`` lists every row ``apply`` will read."""
+
+    keys: tuple[Key, ...]
+    apply: Callable[[View], Reply]
+    name: str = "key"
+
+
+@dataclass(slots=True)
+class DbOp:
+    """A whole-database step, run alone in queue order."""
+
+    run: Callable[[Store], Awaitable[Reply]]
+    name: str = "db"
+
+
+Op = KeyOp | DbOp
+
+
+class Store(ABC):
+    """An async key-value store of encrypted rows, addressed by (db, key id)."""
+
+    #: Backend name, used in INFO and metric labels.
+    backend: ClassVar[str]
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._queue: list[tuple[Op, Done]] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: Called after every store call with (operation, seconds, ok); metrics hook.
+        self.observe: Callable[[str, float, bool], None] = lambda op, seconds, ok: None
+
+    # ----------------------------------------------------------------- lifecycle
+    async def open(self) -> None:
+        await self._call("open", self._open())
+
+    async def close(self) -> None:
+        """Finish queued operations, then close the backend."""
+        await self.drain()
+        await self._close()
+
+    async def drain(self) -> None:
+        """Wait until every queued operation has run."""
+        await self._idle.wait()
+
+    # ----------------------------------------------------------------- the queue
+    def submit(self, op: Op, done: Done) -> None:
+        """Queue ``op``; ``done(reply)`` is called once it has run (and committed)."""
+        self._queue.append((op, done))
+        if self._runner is None:
+            self._idle.clear()
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def execute(self, op: Op) -> Reply:
+        """Queue ``op`` and wait for its reply (errors come back as values, not raised)."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.submit(op, future.set_result)
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                items, self._queue = self._queue, []
+                start = 0
+                for i, (op, _) in enumerate(items):
+                    if isinstance(op, DbOp):
+                        if start < i:
+                            await self._run_keyops(items[start:i])
+                        await self._run_dbop(items[i])
+                        start = i + 1
+                if start < len(items):
+                    await self._run_keyops(items[start:])
+        finally:
+            self._runner = None
+            self._idle.set()
+
+    async def _run_dbop(self, item: tuple[Op, Done]) -> None:
+        op, done = item
+        assert isinstance(op, DbOp)
+        try:
+            reply = await self._call(op.name, op.run(self))
+        except DumbKVError as exc:
+            reply = exc
+        done(reply)
+
+    async def _run_keyops(self, items: list[tuple[Op, Done]]) -> None:
+        keys: set[Key] = set()
+        for op, _ in items:
+            keys.update(op.keys)  # type: ignore[union-attr]
+        replies: list[Reply] = []
+
+        def compute(rows: dict[Key, Row], now: int) -> Changes:
+            view = View(rows, now)
+            for op, _ in items:
+                replies.append(_apply(op, view))  # type: ignore[arg-type]
+            return view.changes
+
+        try:
+            await self._call("batch", self._transact(sorted(keys), compute))
+        except DumbKVError as exc:
+            for _, done in items:
+                done(exc)
+            return
+        for (_, done), reply in zip(items, replies, strict=True):
+            done(reply)
+
+    async def _call(self, operation: str, awaitable: Awaitable[Any]) -> Any:
+        """Run one backend call with the timeout, timing and error wrapping all share."""
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = await asyncio.wait_for(awaitable, self.timeout)
+            ok = True
+            return result
+        except TimeoutError:
+            raise StoreError(
+                f"{self.backend} backend did not answer within {self.timeout:g}s"
+            ) from None
+        except DumbKVError:
+            raise
+        except Exception as exc:
+            log.warning("%s backend error during %s: %s", self.backend, operation,
+                        type(exc).__name__)
+            raise StoreError(f"{self.backend} backend error ({type(exc).__name__})") from exc
+        finally:
+            self.observe(operation, time.perf_counter() - started, ok)
+
+    # ----------------------------------------------------------------- whole-db steps
+    def flush_op(self, db: int | None) -> DbOp:
+        """Delete every row of ``db`` (or of every database when None)."""
+
+        async def run(store: Store) -> Reply:
+            await store._flush(db)
+            return "OK"
+
+        return DbOp(run, "flush")
+
+    def count_op(self, db: int) -> DbOp:
+        """Count the live rows of ``db``."""
+
+        async def run(store: Store) -> Reply:
+            return (await store._count(now_ms())).get(db, 0)
+
+        return DbOp(run, "count")
+
+    async def count_all(self) -> dict[int, int]:
+        """Live rows per database (for INFO keyspace)."""
+        counts: dict[int, int] = {}
+
+        async def run(store: Store) -> Reply:
+            counts.update(await store._count(now_ms()))
+            return None
+
+        await self.execute(DbOp(run, "count"))
+        return counts
+
+    async def sweep(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` expired rows, in queue order; return how many went."""
+        removed = 0
+
+        async def run(store: Store) -> Reply:
+            nonlocal removed
+            removed = await store._sweep(now_ms(), limit)
+            return removed
+
+        reply = await self.execute(DbOp(run, "sweep"))
+        if isinstance(reply, DumbKVError):
+            raise reply
+        return removed
+
+    async def ping(self) -> None:
+        """Raise ``StoreError`` unless the backend answers a trivial query in time."""
+        await self._call("ping", self._ping())
+
+    # ----------------------------------------------------------------- primitives
+    @abstractmethod
+    async def _open(self) -> None:
+        """Connect and create or migrate the schema."""
+
+    @abstractmethod
+    async def _close(self) -> None:
+        """Release every connection."""
+
+    @abstractmethod
+    async def _transact(
+        self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes]
+    ) -> None:
+        """In one transaction: load ``keys`` (locking them against other writers), call
+        ``compute(rows, now_ms)``, write the returned changes and commit."""
+
+    @abstractmethod
+    async def _flush(self, db: int | None) -> None:
+        """Delete every row of ``db``, or of all databases."""
+
+    @abstractmethod
+    async def _count(self, now: int) -> dict[int, int]:
+        """Live (unexpired) rows per database."""
+
+    @abstractmethod
+    async def _sweep(self, now: int, limit: int) -> int:
+        """Delete up to ``limit`` rows that expired before ``now``."""
+
+    @abstractmethod
+    async def _ping(self) -> None:
+        """Run a trivial query."""
+
+
+def _apply(op: KeyOp, view: View) -> Reply:
+    try:
+        return op.apply(view)
+    except DumbKVError as exc:
+        return exc
+    except Exception as exc:  # a bug must not take the batch down with it
+        # The traceback's frames, never the exception's message: it may quote a value.
+        log.error("internal error in %s: %s\n%s", op.name, type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)))
+        return ServerError("internal error")
