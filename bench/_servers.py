@@ -187,8 +187,8 @@ def reference_server(ready_timeout: float = REFERENCE_READY_TIMEOUT_S) -> Iterat
 
 
 def sqlite_url(path: Path) -> str:
-    """``sqlite:///abs/path/dumbkv.db`` (scheme, empty host, absolute path)."""
-    return f"sqlite://{path.resolve()}"
+    """DumbKV's form for an absolute path: ``sqlite:////abs/path.db`` (``sqlite:///rel.db``)."""
+    return f"sqlite:///{path.resolve()}"
 
 
 @contextmanager

@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}")
         print("verdict: FAIL (a server could not be started or reached)")
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
     print_table(checks)
     line, code = verdict(checks)
     print(line)

@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ServerError, OSError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
     report = summarize(args, server, stats, elapsed)
     print(json.dumps(report, indent=2) if args.json else "\n".join(render(report)))
     return EXIT_PASS if report["slo"]["pass"] or args.no_fail else EXIT_FAIL

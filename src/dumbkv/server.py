@@ -16,6 +16,7 @@ import logging
 import time
 import traceback
 from collections import deque
+from typing import cast
 
 from .commands import dispatch, lookup
 from .errors import DumbKVError, ServerError
@@ -31,11 +32,13 @@ log = logging.getLogger("dumbkv.server")
 class _Slot:
     """A reply that the store has not produced yet."""
 
-    __slots__ = ("command", "data", "started")
+    __slots__ = ("command", "data", "resp3", "started")
 
-    def __init__(self, command: str, started: float) -> None:
+    def __init__(self, command: str, started: float, resp3: bool) -> None:
         self.command = command
         self.started = started
+        # The protocol in force when the command arrived (a later HELLO must not change it).
+        self.resp3 = resp3
         self.data: bytes | None = None
 
 
@@ -54,8 +57,7 @@ class Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.connections.add(self)
         stats = self.state.stats
         stats.connections_total += 1
@@ -106,26 +108,26 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             result = _internal_error(name, exc)
         if isinstance(result, (KeyOp, DbOp)):
-            slot = _Slot(name, started)
+            slot = _Slot(name, started, self.session.resp3)
             self._pending.append(slot)
             self.state.store.submit(result, lambda reply: self._fill(slot, reply))
         else:
             self._reply_now(name, result, started)
 
     def _reply_now(self, name: str, reply: Reply, started: float) -> None:
-        data = self._encode(name, reply, started)
+        data = self._encode(name, reply, started, self.session.resp3)
         if self._pending:
             self._pending.append(data)
         else:
             self._out.append(data)
 
-    def _encode(self, name: str, reply: Reply, started: float) -> bytes:
+    def _encode(self, name: str, reply: Reply, started: float, resp3: bool) -> bytes:
         status = reply.status if isinstance(reply, DumbKVError) else "ok"
         self.state.stats.record(name, status, time.perf_counter() - started)
-        return encode(reply, self.session.resp3)
+        return encode(reply, resp3)
 
     def _fill(self, slot: _Slot, reply: Reply) -> None:
-        slot.data = self._encode(slot.command, reply, slot.started)
+        slot.data = self._encode(slot.command, reply, slot.started, slot.resp3)
         # A batch fills many slots at once: write them with one call, after the batch.
         if not self._flush_scheduled and self._pending and self._pending[0] is slot:
             self._flush_scheduled = True

@@ -158,10 +158,11 @@ def set_(s: Session, argv: list[bytes]) -> Result:
         row = view.get(v.addr) if reads else None
         if (nx and row is not None) or (xx and row is None):
             return old
+        expires_at: int | None = None
         if expire is not None:
             expires_at = _absolute_ms(expire[0], amount, view.now, "set")
-        else:
-            expires_at = row.expires_at if keepttl and row is not None else None
+        elif keepttl and row is not None:
+            expires_at = row.expires_at
         view.put(v.addr, Row(sealed, expires_at))
         return old if want_old else "OK"
 
@@ -229,11 +230,9 @@ def _incr(s: Session, key: bytes, delta: int, name: str) -> Result:
 
     def apply(view: View) -> Reply:
         row = view.get(v.addr)
-        current: int | None = 0
-        if row is not None:
-            current = strict_int(v.read(view) or b"")
-            if current is None:
-                raise CommandError(NOT_INTEGER)
+        current = 0 if row is None else strict_int(v.read(view) or b"")
+        if current is None:
+            raise CommandError(NOT_INTEGER)
         result = current + delta
         if not _INT64_MIN <= result <= _INT64_MAX:
             raise CommandError(OVERFLOW)
