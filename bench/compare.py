@@ -100,8 +100,10 @@ def run_benchmark(args: argparse.Namespace, server: Server, test: str, pipeline:
     except subprocess.TimeoutExpired as exc:
         raise BenchmarkError(f"timed out after {args.run_timeout:.0f} s") from exc
     if done.returncode != 0:
-        output = (done.stderr.strip() or done.stdout.strip())[-300:]
-        raise BenchmarkError(f"redis-benchmark exited {done.returncode}: {output}")
+        lines = [line for line in (done.stderr + done.stdout).splitlines()
+                 if line.strip() and "Could not fetch server CONFIG" not in line]
+        detail = " | ".join(lines[-3:])[-300:] or "no output"
+        raise BenchmarkError(f"redis-benchmark exited {done.returncode}: {detail}")
     return parse_csv(done.stdout, test)
 
 

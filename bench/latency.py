@@ -168,11 +168,11 @@ async def load(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Stats, flo
     if not streams:
         raise ServerError(f"could not open any connection to {endpoint}")
     loop = asyncio.get_running_loop()
+    started = time.perf_counter()
     stop_at = loop.time() + args.seconds
     plan = Plan(args.pipeline, args.ratio_set, args.keyspace, b"x" * args.data_size, stop_at,
                 args.requests)
     seed = random.Random(args.seed)
-    started = time.perf_counter()
     await asyncio.gather(*(
         run_connection(stream, plan, stats, random.Random(seed.random()), stop_at + args.timeout)
         for stream in streams
