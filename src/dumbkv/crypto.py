@@ -19,11 +19,7 @@ import hashlib
 import hmac
 import os
 
-from nacl.bindings import (
-    crypto_aead_xchacha20poly1305_ietf_decrypt,
-    crypto_aead_xchacha20poly1305_ietf_encrypt,
-)
-from nacl.exceptions import CryptoError
+from nacl._sodium import ffi, lib  # libsodium through PyNaCl's own cffi binding
 
 from .errors import IntegrityError
 
@@ -31,14 +27,37 @@ __all__ = ["ENVELOPE_V1", "Crypto"]
 
 ENVELOPE_V1 = 1
 _NONCE = 24
+_TAG = 16
 _HEADER = 1 + _NONCE
 _PERSON = b"dumbkv:value:v1"
+_NONCE_POOL = _NONCE * 2048
+
+
+def _xchacha_encrypt(message: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes:
+    """XChaCha20-Poly1305 (IETF) encryption; the same call PyNaCl's binding makes, minus
+    its per-call argument checks (our arguments are fixed-size by construction)."""
+    out = ffi.new("unsigned char[]", len(message) + _TAG)
+    out_len = ffi.new("unsigned long long *")
+    lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        out, out_len, message, len(message), aad, len(aad), ffi.NULL, nonce, key
+    )
+    return bytes(ffi.buffer(out, out_len[0]))
+
+
+def _xchacha_decrypt(sealed: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes | None:
+    """Decrypt and authenticate; None when the tag does not match."""
+    out = ffi.new("unsigned char[]", max(len(sealed) - _TAG, 1))
+    out_len = ffi.new("unsigned long long *")
+    failed = lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        out, out_len, ffi.NULL, sealed, len(sealed), aad, len(aad), nonce, key
+    )
+    return None if failed else bytes(ffi.buffer(out, out_len[0]))
 
 
 class Crypto:
     """Hashes keys and seals/opens values; stateless apart from the optional secret."""
 
-    __slots__ = ("_id_hmac", "_value_key_salt")
+    __slots__ = ("_id_hmac", "_nonces", "_nonce_pos", "_value_key_salt")
 
     def __init__(self, secret: bytes | None = None) -> None:
         self._id_hmac = hmac.new(secret, digestmod=hashlib.sha256) if secret else None
@@ -46,6 +65,17 @@ class Crypto:
         self._value_key_salt = hashlib.sha256(b"dumbkv:value-key:" + secret).digest() if (
             secret
         ) else b""
+        self._nonces = b""
+        self._nonce_pos = 0
+
+    def _nonce(self) -> bytes:
+        """24 fresh random bytes, drawn from the OS in bulk (one syscall per 2048 nonces)."""
+        if self._nonce_pos >= len(self._nonces):
+            self._nonces = os.urandom(_NONCE_POOL)
+            self._nonce_pos = 0
+        pos = self._nonce_pos
+        self._nonce_pos = pos + _NONCE
+        return self._nonces[pos : pos + _NONCE]
 
     def key_id(self, key: bytes) -> bytes:
         """The 32-byte id under which ``key`` is stored."""
@@ -66,22 +96,17 @@ class Crypto:
 
     def seal(self, key: bytes, db: int, kid: bytes, value: bytes) -> bytes:
         """Encrypt ``value`` for storage under (``db``, ``kid``)."""
-        nonce = os.urandom(_NONCE)
-        sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(
-            value, self._aad(db, kid), nonce, self._value_key(key)
-        )
-        return bytes((ENVELOPE_V1,)) + nonce + sealed
+        nonce = self._nonce()
+        sealed = _xchacha_encrypt(value, self._aad(db, kid), nonce, self._value_key(key))
+        return b"\x01" + nonce + sealed
 
     def open(self, key: bytes, db: int, kid: bytes, blob: bytes) -> bytes:
         """Decrypt a stored envelope; raise ``IntegrityError`` if it is not authentic."""
-        if len(blob) < _HEADER + 16 or blob[0] != ENVELOPE_V1:
+        if len(blob) < _HEADER + _TAG or blob[0] != ENVELOPE_V1:
             raise IntegrityError("stored value has an unknown envelope format")
-        try:
-            plain: bytes = crypto_aead_xchacha20poly1305_ietf_decrypt(
-                blob[_HEADER:], self._aad(db, kid), blob[1:_HEADER], self._value_key(key)
-            )
-        except CryptoError:
-            raise IntegrityError(
-                "stored value failed authentication (tampered or swapped row)"
-            ) from None
+        plain = _xchacha_decrypt(
+            blob[_HEADER:], self._aad(db, kid), blob[1:_HEADER], self._value_key(key)
+        )
+        if plain is None:
+            raise IntegrityError("stored value failed authentication (tampered or swapped row)")
         return plain

@@ -128,8 +128,12 @@ class Connection(asyncio.Protocol):
 
     def _fill(self, slot: _Slot, reply: Reply) -> None:
         slot.data = self._encode(slot.command, reply, slot.started, slot.resp3)
-        # A batch fills many slots at once: write them with one call, after the batch.
-        if not self._flush_scheduled and self._pending and self._pending[0] is slot:
+        pending = self._pending
+        if pending[-1] is slot:
+            self._flush()  # the newest reply is ready, so every one before it is too
+        elif not self._flush_scheduled and pending[0] is slot:
+            # More of this connection's replies may come from the same batch: write them with
+            # one call once the batch is through.
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
