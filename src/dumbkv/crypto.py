@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import threading
 
 from nacl._sodium import ffi, lib  # libsodium through PyNaCl's own cffi binding
 
@@ -57,7 +58,7 @@ def _xchacha_decrypt(sealed: bytes, aad: bytes, nonce: bytes, key: bytes) -> byt
 class Crypto:
     """Hashes keys and seals/opens values; stateless apart from the optional secret."""
 
-    __slots__ = ("_id_hmac", "_nonces", "_nonce_pos", "_value_key_salt")
+    __slots__ = ("_id_hmac", "_lock", "_nonce_pos", "_nonces", "_value_key_salt")
 
     def __init__(self, secret: bytes | None = None) -> None:
         self._id_hmac = hmac.new(secret, digestmod=hashlib.sha256) if secret else None
@@ -67,15 +68,17 @@ class Crypto:
         ) else b""
         self._nonces = b""
         self._nonce_pos = 0
+        self._lock = threading.Lock()  # values are sealed on the loop and in store threads
 
     def _nonce(self) -> bytes:
         """24 fresh random bytes, drawn from the OS in bulk (one syscall per 2048 nonces)."""
-        if self._nonce_pos >= len(self._nonces):
-            self._nonces = os.urandom(_NONCE_POOL)
-            self._nonce_pos = 0
-        pos = self._nonce_pos
-        self._nonce_pos = pos + _NONCE
-        return self._nonces[pos : pos + _NONCE]
+        with self._lock:
+            if self._nonce_pos >= len(self._nonces):
+                self._nonces = os.urandom(_NONCE_POOL)
+                self._nonce_pos = 0
+            pos = self._nonce_pos
+            self._nonce_pos = pos + _NONCE
+            return self._nonces[pos : pos + _NONCE]
 
     def key_id(self, key: bytes) -> bytes:
         """The 32-byte id under which ``key`` is stored."""

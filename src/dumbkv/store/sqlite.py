@@ -1,14 +1,17 @@
 """SQLite backend on aiosqlite: the embedded default.
 
-Writes go through one aiosqlite connection: its worker thread runs a batch's upserts, deletes
-and the commit (with its fsync) in one hop, so the event loop never waits on the disk. Reads of a
-batch's rows are one indexed ``IN (...)`` query on a second, read-only connection used directly
-on the event loop: in WAL mode readers never wait for the writer, and a point lookup of cached
-pages costs about a microsecond a key, far less than a thread hop.
+Writes go through one aiosqlite connection. Its worker thread runs queued jobs first-in
+first-out, so a batch's upserts, deletes and commit (with its fsync) are one job, one thread hop,
+and the event loop never waits on the disk. While a commit is in progress the next batches are
+queued behind it whole (load, compute, write): each sees the previous one's writes, and group
+commit keeps going back to back.
 
-DumbKV is the only writer of its file (Kubernetes runs one replica with the Recreate strategy)
-and batches run one at a time, each starting after the previous commit, so reading outside the
-write transaction sees every acknowledged write.
+When no write is queued, a batch's rows are read with one indexed ``IN (...)`` query on a
+second, read-only connection used directly on the event loop: in WAL mode readers never wait for
+the writer, and a point lookup of cached pages costs about a microsecond a key, far less than a
+thread hop. A read-only batch (GET, MGET, TTL...) then never leaves the loop.
+
+DumbKV is the only writer of its file (Kubernetes runs one replica with the Recreate strategy).
 
 URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``; query options
 ``synchronous=full|normal`` (default ``full``: a commit reaches the disk before its reply).
@@ -66,6 +69,8 @@ def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
 
 class SQLiteStore(Store):
     backend = "sqlite"
+    # The writer thread runs jobs first-in first-out, so batches may overlap.
+    max_inflight = 8
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         super().__init__(url, timeout=timeout)
@@ -75,6 +80,7 @@ class SQLiteStore(Store):
             raise ValueError("sqlite synchronous must be 'full' or 'normal'")
         self._db: aiosqlite.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._writes_inflight = 0
 
     def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> Any:
         """Run ``fn(connection)`` on aiosqlite's worker thread: one hop for many statements."""
@@ -120,15 +126,29 @@ class SQLiteStore(Store):
     async def _transact(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes]
     ) -> None:
-        rows: dict[Key, Row] = {}
-        if keys:
-            if self._reader is not None:
-                rows = _load(self._reader, keys)
-            else:
-                rows = await self._in_thread(lambda conn: _load(conn, keys))
-        changes = compute(rows, now_ms())
-        if changes:
-            await self._in_thread(lambda conn: _write(conn, changes.items()))
+        if self._writes_inflight == 0 and self._reader is not None:
+            # Nothing is waiting to be written, so the reader sees every earlier batch:
+            # load and compute here, and hop to the writer only if something changed.
+            rows = _load(self._reader, keys) if keys else {}
+            changes = compute(rows, now_ms())
+            if not changes:
+                return
+
+            def job(conn: sqlite3.Connection) -> None:
+                _write(conn, changes.items())
+
+        else:
+            # Earlier batches are queued on the writer: run this one whole behind them.
+            def job(conn: sqlite3.Connection) -> None:
+                changes = compute(_load(conn, keys) if keys else {}, now_ms())
+                if changes:
+                    _write(conn, changes.items())
+
+        self._writes_inflight += 1
+        try:
+            await self._in_thread(job)
+        finally:
+            self._writes_inflight -= 1
 
     async def _flush(self, db: int | None) -> None:
         def flush(conn: sqlite3.Connection) -> None:
