@@ -63,12 +63,18 @@ def strict_int(text: bytes) -> int | None:
 
 
 class Parser:
-    """Incremental request parser for one connection."""
+    """Incremental request parser for one connection.
 
-    __slots__ = ("_buf", "error")
+    Complete commands are parsed straight from the bytes just received. An incomplete tail is
+    kept, with the length it must reach before parsing can progress (``_need``), so a value or
+    line of any size that arrives in many reads is copied once, not rescanned on every read.
+    """
+
+    __slots__ = ("_buf", "_need", "error")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._need = 0
         #: Set when the stream is broken; the commands before it are still returned.
         self.error: ProtocolError | None = None
 
@@ -76,68 +82,80 @@ class Parser:
         """Add bytes; return every complete command. After an error, returns nothing more."""
         if self.error is not None:
             return []
-        buf = self._buf
-        buf += data
+        if self._buf:
+            buf = self._buf
+            buf += data
+            if len(buf) < self._need or (buf[0] != 42 and b"\n" not in data):
+                return []  # still short of the pending value, or of the inline line's end
+            data = bytes(buf)
+            self._buf = bytearray()
         commands: list[list[bytes]] = []
         pos = 0
-        end = len(buf)
+        end = len(data)
         try:
             while pos < end:
-                if buf[pos] == 42:  # '*'
-                    argv, new_pos = self._multibulk(buf, pos)
+                if data[pos] == 42:  # '*'
+                    argv, new_pos = _multibulk(data, pos)
                 else:
-                    argv, new_pos = self._inline(buf, pos)
+                    newline = data.find(b"\n", pos)
+                    if newline < 0:
+                        new_pos = -(end - pos + 1)
+                    else:
+                        argv, new_pos = split_inline(data[pos:newline]), newline + 1
                 if new_pos < 0:
+                    self._buf = bytearray(data[pos:])
+                    self._need = -new_pos
                     break
                 pos = new_pos
                 if argv:
                     commands.append(argv)
         except ProtocolError as exc:
             self.error = exc
-            pos = end
-        if pos:
-            del buf[:pos]
         return commands
 
-    @staticmethod
-    def _inline(buf: bytearray, pos: int) -> tuple[list[bytes] | None, int]:
-        newline = buf.find(b"\n", pos)
-        if newline < 0:
-            return None, -1
-        line = bytes(buf[pos:newline])
-        return split_inline(line), newline + 1
 
-    @staticmethod
-    def _multibulk(buf: bytearray, pos: int) -> tuple[list[bytes] | None, int]:
-        eol = buf.find(_CRLF, pos)
-        if eol < 0:
-            return None, -1
-        count = strict_int(bytes(buf[pos + 1 : eol]))
-        if count is None or count > 0x7FFFFFFF:
+def _multibulk(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
+    """Parse one RESP array at ``pos``: (argv, next position), or (None, -n) when the
+    command is incomplete and needs at least n bytes counted from ``pos``."""
+    origin = pos
+    end = len(data)
+    eol = data.find(_CRLF, pos)
+    if eol < 0:
+        return None, -(end - origin + 1)
+    head = data[pos + 1 : eol]
+    # Fast path: plain digits without a leading zero; anything else goes to strict_int.
+    if head.isdigit() and (len(head) == 1 or head[0] != 48) and len(head) < 11:
+        count = int(head)
+    else:
+        parsed = strict_int(head)
+        if parsed is None or parsed > 0:  # a positive count here had a leading zero
             raise ProtocolError("invalid multibulk length")
-        pos = eol + 2
-        if count <= 0:
-            return None, pos
-        argv: list[bytes] = []
-        end = len(buf)
-        for _ in range(count):
-            if pos >= end:
-                return None, -1
-            if buf[pos] != 36:  # '$'
-                got = chr(buf[pos]) if 32 <= buf[pos] < 127 else "?"
-                raise ProtocolError(f"expected '$', got '{got}'")
-            eol = buf.find(_CRLF, pos)
-            if eol < 0:
-                return None, -1
-            size = strict_int(bytes(buf[pos + 1 : eol]))
-            if size is None or size < 0:
-                raise ProtocolError("invalid bulk length")
-            start = eol + 2
-            if start + size + 2 > end:
-                return None, -1
-            argv.append(bytes(buf[start : start + size]))
-            pos = start + size + 2  # like Redis, the trailing CRLF is skipped unchecked
-        return argv, pos
+        count = parsed
+    if count > 0x7FFFFFFF:
+        raise ProtocolError("invalid multibulk length")
+    pos = eol + 2
+    if count <= 0:
+        return None, pos
+    argv: list[bytes] = []
+    find = data.find
+    for _ in range(count):
+        if pos >= end:
+            return None, -(end - origin + 1)
+        if data[pos] != 36:  # '$'
+            got = chr(data[pos]) if 32 <= data[pos] < 127 else "?"
+            raise ProtocolError(f"expected '$', got '{got}'")
+        eol = find(_CRLF, pos)
+        if eol < 0:
+            return None, -(end - origin + 1)
+        head = data[pos + 1 : eol]
+        if not head.isdigit() or (head[0] == 48 and len(head) > 1):
+            raise ProtocolError("invalid bulk length")
+        start = eol + 2
+        pos = start + int(head) + 2  # like Redis, the trailing CRLF is skipped unchecked
+        if pos > end:
+            return None, -(pos - origin)
+        argv.append(data[start : pos - 2])
+    return argv, pos
 
 
 def split_inline(line: bytes) -> list[bytes]:
