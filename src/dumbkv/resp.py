@@ -231,7 +231,7 @@ def encode(reply: Reply, resp3: bool = False) -> bytes:
     if reply is None:
         return _NIL3 if resp3 else _NIL2
     if isinstance(reply, str):
-        return b"+" + reply.replace("\r", " ").replace("\n", " ").encode() + _CRLF
+        return b"+" + reply.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace") + _CRLF
     if isinstance(reply, int):
         return b":%d\r\n" % reply
     if isinstance(reply, list):

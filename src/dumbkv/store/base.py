@@ -10,9 +10,8 @@ Operations are queued and take effect strictly in arrival order. Consecutive ``K
 as one batch: one query loads every row they need, the functions run in order over the loaded
 rows (so a later command sees an earlier one's write: pipelines keep read-your-writes), and all
 changes are written in one transaction (group commit). Replies are released only after the
-commit, so an acknowledged write is durable. A backend may let several batches be in progress
-(``max_inflight``) as long as it applies them in order: while one batch waits for its commit to
-reach the disk, the next is already being prepared.
+commit, so an acknowledged write is durable. While one batch commits, new commands queue up and
+become the next batch: the slower the disk, the larger the group that shares one commit.
 
 A backend implements the primitives ``_transact``, ``_flush``, ``_count``, ``_sweep``,
 ``_ping``, ``_open`` and ``_close``; timing, timeouts and error wrapping live here once.
@@ -109,17 +108,12 @@ class Store(ABC):
 
     #: Backend name, used in INFO and metric labels.
     backend: ClassVar[str]
-    #: How many batches may be in progress at once. A backend above 1 must apply the
-    #: ``_transact`` calls in the order they were made (each sees the previous one's writes).
-    max_inflight: ClassVar[int] = 1
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
         self.timeout = timeout
         self._queue: list[tuple[Op, Done]] = []
         self._runner: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[Any]] = set()
-        self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         #: Called after every store call with (operation, seconds, ok); metrics hook.
@@ -142,7 +136,6 @@ class Store(ABC):
     def submit(self, op: Op, done: Done) -> None:
         """Queue ``op``; ``done(reply)`` is called once it has run (and committed)."""
         self._queue.append((op, done))
-        self._wakeup.set()
         if self._runner is None:
             self._idle.clear()
             self._runner = asyncio.get_running_loop().create_task(self._run())
@@ -155,34 +148,20 @@ class Store(ABC):
 
     async def _run(self) -> None:
         try:
-            while self._queue or self._inflight:
-                if self._queue and len(self._inflight) < self.max_inflight:
-                    items, self._queue = self._queue, []
-                    await self._issue(items)
-                else:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+            while self._queue:
+                items, self._queue = self._queue, []
+                start = 0
+                for i, (op, _) in enumerate(items):
+                    if isinstance(op, DbOp):
+                        if start < i:
+                            await self._run_batch(items[start:i])
+                        await self._run_dbop(items[i])
+                        start = i + 1
+                if start < len(items):
+                    await self._run_batch(items[start:])
         finally:
             self._runner = None
             self._idle.set()
-
-    async def _issue(self, items: list[tuple[Op, Done]]) -> None:
-        """Start each run of consecutive KeyOps as one batch; run DbOps alone, after every
-        batch before them has finished."""
-        start = 0
-        for i, (op, _) in enumerate(items):
-            if isinstance(op, DbOp):
-                if start < i:
-                    self._start_batch(items[start:i])
-                await self._settle()
-                await self._run_dbop(items[i])
-                start = i + 1
-        if start < len(items):
-            self._start_batch(items[start:])
-
-    async def _settle(self) -> None:
-        while self._inflight:
-            await asyncio.wait(list(self._inflight))
 
     async def _run_dbop(self, item: tuple[Op, Done]) -> None:
         op, done = item
@@ -193,7 +172,7 @@ class Store(ABC):
             reply = exc
         done(reply)
 
-    def _start_batch(self, items: list[tuple[Op, Done]]) -> None:
+    async def _run_batch(self, items: list[tuple[Op, Done]]) -> None:
         keys: set[Key] = set()
         for op, _ in items:
             keys.update(op.keys)  # type: ignore[union-attr]
@@ -205,25 +184,14 @@ class Store(ABC):
                 replies.append(_apply(op, view))  # type: ignore[arg-type]
             return view.changes
 
-        task = asyncio.get_running_loop().create_task(
-            self._call("batch", self._transact(sorted(keys), compute))
-        )
-        self._inflight.add(task)
-
-        def finished(task: asyncio.Task[Any]) -> None:
-            self._inflight.discard(task)
-            self._wakeup.set()
-            error = StoreError("cancelled") if task.cancelled() else task.exception()
-            if error is not None:
-                if not isinstance(error, DumbKVError):
-                    error = ServerError("internal error")
-                for _, done in items:
-                    done(error)
-                return
-            for (_, done), reply in zip(items, replies, strict=True):
-                done(reply)
-
-        task.add_done_callback(finished)
+        try:
+            await self._call("batch", self._transact(sorted(keys), compute))
+        except DumbKVError as exc:
+            for _, done in items:
+                done(exc)
+            return
+        for (_, done), reply in zip(items, replies, strict=True):
+            done(reply)
 
     async def _call(self, operation: str, awaitable: Awaitable[Any]) -> Any:
         """Run one backend call with the timeout, timing and error wrapping all share."""

@@ -1,28 +1,29 @@
 """SQLite backend on aiosqlite: the embedded default.
 
-Writes go through one aiosqlite connection. Its worker thread runs queued jobs first-in
-first-out, so a batch's upserts, deletes and commit (with its fsync) are one job, one thread hop,
-and the event loop never waits on the disk. While a commit is in progress the next batches are
-queued behind it whole (load, compute, write): each sees the previous one's writes, and group
-commit keeps going back to back.
+A batch costs at most one thread hop. Its rows are read with one indexed ``IN (...)`` query on a
+read-only connection used directly on the event loop (in WAL mode readers never wait for the
+writer, and a point lookup of cached pages takes about a microsecond). If the batch changed
+anything, its deletes and upserts run on the loop too, inside ``BEGIN IMMEDIATE`` on the write
+connection, and only the ``COMMIT``, the step that waits for the disk, goes to aiosqlite's worker
+thread. It is one C call that holds no Python lock, so the loop keeps parsing the next commands
+(the next group) while the disk works. A batch that would have to wait for a lock another
+process holds runs whole on the worker thread instead, so the loop never blocks on it.
 
-When no write is queued, a batch's rows are read with one indexed ``IN (...)`` query on a
-second, read-only connection used directly on the event loop: in WAL mode readers never wait for
-the writer, and a point lookup of cached pages costs about a microsecond a key, far less than a
-thread hop. A read-only batch (GET, MGET, TTL...) then never leaves the loop.
+Batches run one at a time and each starts after the previous commit, so the reader sees every
+acknowledged write. DumbKV is the only writer of its file (Kubernetes runs one replica with the
+Recreate strategy).
 
-DumbKV is the only writer of its file (Kubernetes runs one replica with the Recreate strategy).
-
-URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``; query options
+URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``; query option
 ``synchronous=full|normal`` (default ``full``: a commit reaches the disk before its reply).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -80,22 +81,52 @@ class SQLiteStore(Store):
             raise ValueError("sqlite synchronous must be 'full' or 'normal'")
         self._db: aiosqlite.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._last_job: asyncio.Future[Any] | None = None
+        self._busy_ms = int(timeout * 1000)
         self._writes_inflight = 0
 
-    def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> Any:
-        """Run ``fn(connection)`` on aiosqlite's worker thread: one hop for many statements."""
+    def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+        """Run ``fn(connection)`` on aiosqlite's worker thread: one hop for many statements.
+
+        Jobs run first-in first-out. A caller's timeout may stop waiting for a job but not the
+        job itself, so the last one is remembered: the loop touches the write connection only
+        once it has finished (``_settled``).
+        """
         db = self._db
         if db is None:
             raise StoreError("sqlite store is not open")
-        return db._execute(lambda: fn(db._conn))  # type: ignore[no-untyped-call]
+        job: asyncio.Future[T] = asyncio.ensure_future(
+            db._execute(lambda: fn(db._conn))  # type: ignore[no-untyped-call]
+        )
+        job.add_done_callback(_retrieve)
+        self._last_job = job
+        return asyncio.shield(job)
+
+    async def _settled(self) -> None:
+        """Wait until the worker thread has no job that could still use the connection."""
+        job = self._last_job
+        if job is not None and not job.done():
+            await asyncio.wait([job])
+
+    @property
+    def _writer(self) -> sqlite3.Connection:
+        """The write connection itself, for the statements that never wait on the disk."""
+        if self._db is None:
+            raise StoreError("sqlite store is not open")
+        conn: sqlite3.Connection = self._db._conn
+        return conn
 
     async def _open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, timeout=self.timeout)
+        # Autocommit mode: transactions are begun and committed explicitly. The connection is
+        # used from the loop and from aiosqlite's thread, never from both at once.
+        self._db = await aiosqlite.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
         await self._in_thread(self._init_schema)
         if self.path == ":memory:":
-            self._reader = None  # one private in-memory database: read through the writer
+            self._reader = self._writer  # one private in-memory database
         else:
             self._reader = sqlite3.connect(
                 f"file:{Path(self.path).absolute()}?mode=ro", uri=True, timeout=self.timeout,
@@ -105,20 +136,30 @@ class SQLiteStore(Store):
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.executescript(_SCHEMA)
-        row = conn.execute("SELECT max(version) FROM dumbkv_schema").fetchone()
-        if row[0] is None:
-            conn.execute("INSERT INTO dumbkv_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif row[0] > SCHEMA_VERSION:
-            raise StoreError(
-                f"database schema version {row[0]} is newer than this DumbKV ({SCHEMA_VERSION})"
-            )
-        conn.commit()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            row = conn.execute("SELECT max(version) FROM dumbkv_schema").fetchone()
+            if row[0] is None:
+                conn.execute("INSERT INTO dumbkv_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database schema version {row[0]} is newer than this DumbKV "
+                    f"({SCHEMA_VERSION})"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def _close(self) -> None:
-        if self._reader is not None:
+        if self._reader is not None and self._db is not None and self._reader is not (
+            self._db._conn
+        ):
             self._reader.close()
-            self._reader = None
+        self._reader = None
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -126,29 +167,31 @@ class SQLiteStore(Store):
     async def _transact(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes]
     ) -> None:
-        if self._writes_inflight == 0 and self._reader is not None:
-            # Nothing is waiting to be written, so the reader sees every earlier batch:
-            # load and compute here, and hop to the writer only if something changed.
-            rows = _load(self._reader, keys) if keys else {}
-            changes = compute(rows, now_ms())
-            if not changes:
-                return
-
-            def job(conn: sqlite3.Connection) -> None:
-                _write(conn, changes.items())
-
-        else:
-            # Earlier batches are queued on the writer: run this one whole behind them.
-            def job(conn: sqlite3.Connection) -> None:
-                changes = compute(_load(conn, keys) if keys else {}, now_ms())
-                if changes:
-                    _write(conn, changes.items())
-
-        self._writes_inflight += 1
+        if self._reader is None:
+            raise StoreError("sqlite store is not open")
+        rows = _load(self._reader, keys) if keys else {}
+        changes = compute(rows, now_ms())
+        if not changes:
+            return
+        await self._settled()
+        conn = self._writer
+        conn.execute("PRAGMA busy_timeout=0")  # on the loop: never wait for a lock
         try:
-            await self._in_thread(job)
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            # Another process holds the write lock: wait for it off the loop.
+            await self._in_thread(lambda c: _write_waiting(c, changes))
+            return
         finally:
-            self._writes_inflight -= 1
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        try:
+            _apply_changes(conn, changes)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        await self._in_thread(_commit)
 
     async def _flush(self, db: int | None) -> None:
         def flush(conn: sqlite3.Connection) -> None:
@@ -215,20 +258,45 @@ def _load(conn: sqlite3.Connection, keys: list[Key]) -> dict[Key, Row]:
     return rows
 
 
-def _write(conn: sqlite3.Connection, changes: Iterable[tuple[Key, Row | None]]) -> None:
+def _apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
     upserts = []
     deletes = []
-    for (db, kid), row in changes:
+    for (db, kid), row in changes.items():
         if row is None:
             deletes.append((db, kid))
         else:
             upserts.append((db, kid, row.value, row.expires_at))
+    if deletes:
+        conn.executemany(_DELETE, deletes)
+    if upserts:
+        conn.executemany(_UPSERT, upserts)
+
+
+def _commit(conn: sqlite3.Connection) -> None:
     try:
-        if deletes:
-            conn.executemany(_DELETE, deletes)
-        if upserts:
-            conn.executemany(_UPSERT, upserts)
-        conn.commit()
+        conn.execute("COMMIT")
     except BaseException:
-        conn.rollback()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
+
+
+def _write_waiting(conn: sqlite3.Connection, changes: Changes) -> None:
+    """The whole write on the worker thread, where waiting for the lock blocks nobody."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _apply_changes(conn, changes)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    _commit(conn)
+
+
+def _retrieve(job: asyncio.Future[Any]) -> None:
+    """Mark a worker job's outcome as seen: a caller that timed out will never look at it."""
+    if not job.cancelled():
+        job.exception()
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
