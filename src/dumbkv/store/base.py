@@ -147,6 +147,9 @@ class Store(ABC):
         return await future
 
     async def _run(self) -> None:
+        # Replies of the batch just committed are handed out only once the next batch has
+        # been started: its commit then waits for the disk while those replies are written.
+        deliver: Callable[[], None] | None = None
         try:
             while self._queue:
                 items, self._queue = self._queue, []
@@ -154,12 +157,17 @@ class Store(ABC):
                 for i, (op, _) in enumerate(items):
                     if isinstance(op, DbOp):
                         if start < i:
-                            await self._run_batch(items[start:i])
+                            deliver = await self._run_batch(items[start:i], deliver)
+                        if deliver is not None:
+                            deliver()
+                            deliver = None
                         await self._run_dbop(items[i])
                         start = i + 1
                 if start < len(items):
-                    await self._run_batch(items[start:])
+                    deliver = await self._run_batch(items[start:], deliver)
         finally:
+            if deliver is not None:
+                deliver()
             self._runner = None
             self._idle.set()
 
@@ -172,7 +180,11 @@ class Store(ABC):
             reply = exc
         done(reply)
 
-    async def _run_batch(self, items: list[tuple[Op, Done]]) -> None:
+    async def _run_batch(
+        self, items: list[tuple[Op, Done]], previous: Callable[[], None] | None
+    ) -> Callable[[], None]:
+        """Run one batch; call ``previous`` (the last batch's delivery) once this one is under
+        way; return this batch's delivery."""
         keys: set[Key] = set()
         for op, _ in items:
             keys.update(op.keys)  # type: ignore[union-attr]
@@ -184,21 +196,28 @@ class Store(ABC):
                 replies.append(_apply(op, view))  # type: ignore[arg-type]
             return view.changes
 
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._call("batch", self._transact(sorted(keys), compute)))
+        if previous is not None:
+            loop.call_soon(previous)  # runs after the task's first step has begun the batch
         try:
-            await self._call("batch", self._transact(sorted(keys), compute))
+            await task
         except DumbKVError as exc:
-            for _, done in items:
-                done(exc)
-            return
-        for (_, done), reply in zip(items, replies, strict=True):
-            done(reply)
+            replies[:] = [exc] * len(items)  # nothing of this batch took effect
+
+        def deliver() -> None:
+            for (_, done), reply in zip(items, replies, strict=True):
+                done(reply)
+
+        return deliver
 
     async def _call(self, operation: str, awaitable: Awaitable[Any]) -> Any:
         """Run one backend call with the timeout, timing and error wrapping all share."""
         started = time.perf_counter()
         ok = False
         try:
-            result = await asyncio.wait_for(awaitable, self.timeout)
+            async with asyncio.timeout(self.timeout):
+                result = await awaitable
             ok = True
             return result
         except TimeoutError:
