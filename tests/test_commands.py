@@ -236,20 +236,10 @@ def test_auth_without_configured_password(raw: RawClient) -> None:
     assert call(raw, "PING") == "PONG"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Redis 7.0: the default user is 'nopass' when requirepass is unset, so "
-    "AUTH default <anything> answers +OK; DumbKV answers -ERR AUTH <password> called "
-    "without any password configured..."
-))
 def test_auth_with_username_without_configured_password(raw: RawClient) -> None:
     assert call(raw, "AUTH", "default", "anything") == "OK"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Redis 7.0 without requirepass: HELLO 3 AUTH default <anything> succeeds (nopass user); "
-    "DumbKV answers -ERR AUTH <password> called without any password configured..., so "
-    "redis-py 8 given username+password cannot connect to a password-less DumbKV"
-))
 def test_hello_auth_without_configured_password(raw: RawClient) -> None:
     assert isinstance(call(raw, "HELLO", "3", "AUTH", "default", "anything"), dict)
 
@@ -338,10 +328,6 @@ def test_hello_switch_applies_from_the_next_command(raw: RawClient) -> None:
     assert raw.read_line() == b"_"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Redis sends HELLO's server/version/mode/role values as bulk strings "
-    "($5 redis); DumbKV sends them as simple strings (+dumbkv)"
-))
 def test_hello_values_are_bulk_strings(raw: RawClient) -> None:
     fields = _flat_to_dict(call(raw, "HELLO", "2"))
     for name in ("server", "version", "mode", "role"):
@@ -683,10 +669,6 @@ def test_set_option_combinations_that_are_syntax_errors(raw: RawClient) -> None:
     assert call(raw, "TTL", "k") == -1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Redis 7.0 accepts a repeated expiry option (SET k v EX 10 EX 20 -> +OK, the last one "
-    "wins: only *different* expiry options conflict); DumbKV answers -ERR syntax error"
-))
 def test_set_repeated_expiry_option_last_wins(raw: RawClient) -> None:
     assert call(raw, "SET", "k", "v", "EX", "10", "EX", "100") == "OK"
     assert call(raw, "TTL", "k") in (99, 100)
@@ -1015,11 +997,6 @@ def test_expire_errors(raw: RawClient) -> None:
     assert call(raw, "GET", "k") == b"v"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Redis 7.0 (expireGenericCommand) checks the NX/XX/GT/LT options before it parses the "
-    "time: EXPIRE k abc FOO -> -ERR Unsupported option FOO; DumbKV answers "
-    "-ERR value is not an integer or out of range"
-))
 def test_expire_checks_options_before_the_time(raw: RawClient) -> None:
     assert call(raw, "EXPIRE", "k", "abc", "FOO") == ("error", "ERR Unsupported option FOO")
 

@@ -1,7 +1,8 @@
 """The server process: open the store, serve, sweep expired keys, shut down in order.
 
-Shutdown order on SIGINT/SIGTERM: stop accepting, let queued commands finish (bounded by
-``shutdown_timeout``; their writes commit), close the connections, close the store.
+Shutdown order on SIGINT/SIGTERM: stop accepting and stop reading from open connections, let
+the commands already read finish (bounded by ``shutdown_timeout``: their writes commit; any not
+started by then are answered with a server error), close the connections, close the store.
 """
 
 from __future__ import annotations
@@ -60,13 +61,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         if not await server.drain(config.shutdown_timeout):
-            log.warning("in-flight commands did not finish within %gs", config.shutdown_timeout)
+            log.warning("in-flight commands did not finish within %gs; the rest were refused",
+                        config.shutdown_timeout)
         server.close_connections()
         await server.wait_closed()
         await store.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
         log.info("stopped")
 
 

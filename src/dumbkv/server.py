@@ -6,7 +6,7 @@ is batched with other clients' commands. Replies leave in command order: each co
 slot in ``_pending``, and slots are written from the head as soon as they are filled.
 
 Unbounded by design: no limit on line or value size, on clients or on idle time. The place for
-opt-in guards is ``Connection.data_received``, before the parser.
+opt-in guards is ``Connection.data_received``, before the parser, and ``connection_made``.
 """
 
 from __future__ import annotations
@@ -75,9 +75,15 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and self._reading_paused:
+        if self.transport is not None and self._reading_paused and not self.server.draining:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    def stop_reading(self) -> None:
+        """Take no more commands (shutdown); replies to those already read still go out."""
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         self.state.stats.bytes_in += len(data)
@@ -177,6 +183,8 @@ class Server:
         self.state = state
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
+        #: Set at shutdown: connections read no more commands.
+        self.draining = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -194,15 +202,24 @@ class Server:
         return [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self._server.sockets]
 
     def stop_accepting(self) -> None:
+        """Close the listener and stop reading from open connections."""
+        self.draining = True
         if self._server is not None:
             self._server.close()
+        for conn in self.connections:
+            conn.stop_reading()
 
     async def drain(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for queued store operations; True if all finished."""
+        """Wait up to ``timeout`` for the commands already read; then answer the rest with a
+        server error. True if everything finished in time."""
+        store = self.state.store
         try:
-            await asyncio.wait_for(self.state.store.drain(), timeout)
+            async with asyncio.timeout(timeout):
+                await store.drain()
             return True
         except TimeoutError:
+            store.abort("server is shutting down")
+            await store.drain()  # the batch in progress
             return False
 
     def close_connections(self) -> None:

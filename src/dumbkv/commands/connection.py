@@ -39,15 +39,19 @@ def select(s: Session, argv: list[bytes]) -> Result:
     return "OK"
 
 
-def _check_password(s: Session, username: bytes, password: bytes) -> None:
+def _check_password(s: Session, username: bytes | None, password: bytes) -> None:
+    """Authenticate ``s``; ``username`` is None for the one-argument ``AUTH password`` form."""
     required = s.state.config.requirepass
-    if required is None:
+    if required is None and username is None:
         raise CommandError(
             "AUTH <password> called without any password configured for the default user. "
             "Are you sure your configuration is correct?"
         )
-    if username != b"default" or not hmac.compare_digest(password, required.encode()):
+    if username not in (None, b"default") or (
+        required is not None and not hmac.compare_digest(password, required.encode())
+    ):
         raise AuthError(_WRONGPASS, prefix="WRONGPASS")
+    # Without requirepass the default user has no password: any password is accepted.
     s.authenticated = True
 
 
@@ -55,8 +59,7 @@ def _check_password(s: Session, username: bytes, password: bytes) -> None:
 def auth(s: Session, argv: list[bytes]) -> Result:
     if len(argv) > 3:
         raise CommandError("syntax error")
-    username = argv[1] if len(argv) == 3 else b"default"
-    _check_password(s, username, argv[-1])
+    _check_password(s, argv[1] if len(argv) == 3 else None, argv[-1])
     return "OK"
 
 
@@ -94,12 +97,12 @@ def hello(s: Session, argv: list[bytes]) -> Result:
         s.name = name or None
     s.resp3 = version == 3
     reply: dict[str, Reply] = {
-        "server": "dumbkv",
-        "version": s.state.version,
+        "server": b"dumbkv",
+        "version": s.state.version.encode(),
         "proto": version,
         "id": s.id,
-        "mode": "standalone",
-        "role": "master",
+        "mode": b"standalone",
+        "role": b"master",
         "modules": [],
     }
     return reply

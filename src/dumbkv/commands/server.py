@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import SYNTAX, CommandError
 from ..resp import Reply
 from ..session import ServerState, Session
-from ..store import DbOp, Store, now_ms
+from ..store import KeyCount, Store
 from .table import TABLE, Result, command, unknown_subcommand
 
 
@@ -109,7 +109,7 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def _info_lines(state: ServerState, section: str, keyspace: dict[int, int]) -> list[str]:
+def _info_lines(state: ServerState, section: str, keyspace: dict[int, KeyCount]) -> list[str]:
     stats = state.stats
     uptime = int(time.time() - state.started)
     store: Store = state.store
@@ -142,10 +142,14 @@ def _info_lines(state: ServerState, section: str, keyspace: dict[int, int]) -> l
             f"store_url:{_redacted(store.url)}",
             f"store_timeout_seconds:{store.timeout:g}",
         ]
-    return [f"db{db}:keys={n},expires=0,avg_ttl=0" for db, n in sorted(keyspace.items()) if n]
+    return [
+        f"db{db}:keys={n.keys},expires={n.expires},avg_ttl=0"
+        for db, n in sorted(keyspace.items())
+        if n.keys
+    ]
 
 
-def _render(state: ServerState, sections: list[str], keyspace: dict[int, int]) -> bytes:
+def _render(state: ServerState, sections: list[str], keyspace: dict[int, KeyCount]) -> bytes:
     blocks = []
     for section in sections:
         lines = _info_lines(state, section, keyspace)
@@ -167,7 +171,4 @@ def info(s: Session, argv: list[bytes]) -> Result:
     if "keyspace" not in sections:
         return _render(state, sections, {})
 
-    async def run(store: Store) -> Reply:
-        return _render(state, sections, await store._count(now_ms()))
-
-    return DbOp(run, "info")
+    return state.store.keyspace_op(lambda counts: _render(state, sections, counts))

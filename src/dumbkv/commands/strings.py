@@ -137,9 +137,9 @@ def set_(s: Session, argv: list[bytes]) -> Result:
             want_old = True
         elif opt == b"KEEPTTL" and expire is None:
             keepttl = True
-        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and expire is None and not keepttl and (
-            i + 1 < len(argv)
-        ):
+        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not keepttl and (
+            expire is None or expire[0] == opt  # the same unit may repeat: the last one wins
+        ) and i + 1 < len(argv):
             expire = (opt, argv[i + 1])
             i += 1
         else:
@@ -269,7 +269,6 @@ def decrby(s: Session, argv: list[bytes]) -> Result:
 # --------------------------------------------------------------------------- expiry
 def _expire(s: Session, argv: list[bytes], unit: bytes, name: str) -> Result:
     addr = _Values(s, argv[1]).addr
-    amount = int_arg(argv[2])
     flags = {opt.upper() for opt in argv[3:]}
     if not flags <= {b"NX", b"XX", b"GT", b"LT"}:
         bad = next(opt for opt in argv[3:] if opt.upper() not in {b"NX", b"XX", b"GT", b"LT"})
@@ -278,6 +277,7 @@ def _expire(s: Session, argv: list[bytes], unit: bytes, name: str) -> Result:
         raise CommandError("NX and XX, GT or LT options at the same time are not compatible")
     if {b"GT", b"LT"} <= flags:
         raise CommandError("GT and LT options at the same time are not compatible")
+    amount = int_arg(argv[2])  # after the options, as Redis checks them
 
     def apply(view: View) -> Reply:
         when = _absolute_ms(unit, amount, view.now, name)

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import importlib
 
-from .base import DbOp, Key, KeyOp, Op, Row, Store, View, now_ms
+from .base import DbOp, Key, KeyCount, KeyOp, Op, Row, Store, View, now_ms
 
-__all__ = ["BACKENDS", "DbOp", "Key", "KeyOp", "Op", "Row", "Store", "View", "create_store",
-           "now_ms"]
+__all__ = [
+    "BACKENDS",
+    "DbOp",
+    "Key",
+    "KeyCount",
+    "KeyOp",
+    "Op",
+    "Row",
+    "Store",
+    "View",
+    "create_store",
+    "now_ms",
+]
 
 #: URL scheme -> "module:Class"
 BACKENDS: dict[str, str] = {

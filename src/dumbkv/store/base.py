@@ -31,7 +31,7 @@ from typing import Any, ClassVar, NamedTuple
 from ..errors import DumbKVError, ServerError, StoreError
 from ..resp import Reply
 
-__all__ = ["DbOp", "Key", "KeyOp", "Op", "Row", "Store", "View", "now_ms"]
+__all__ = ["DbOp", "Key", "KeyCount", "KeyOp", "Op", "Row", "Store", "View", "now_ms"]
 
 log = logging.getLogger("dumbkv.store")
 
@@ -43,6 +43,12 @@ class Row(NamedTuple):
     value: bytes
     #: Absolute expiry in Unix milliseconds, or None for no expiry.
     expires_at: int | None
+
+
+class KeyCount(NamedTuple):
+    keys: int
+    #: How many of them have an expiry.
+    expires: int
 
 
 Changes = dict[Key, Row | None]  # None means delete
@@ -131,6 +137,14 @@ class Store(ABC):
     async def drain(self) -> None:
         """Wait until every queued operation has run."""
         await self._idle.wait()
+
+    def abort(self, reason: str) -> None:
+        """Answer every operation not yet started with a server error; stop the runner after
+        the batch in progress (whose commit, if it started, still completes)."""
+        queued, self._queue = self._queue, []
+        error = StoreError(reason)
+        for _, done in queued:
+            done(error)
 
     # ----------------------------------------------------------------- the queue
     def submit(self, op: Op, done: Done) -> None:
@@ -247,20 +261,17 @@ class Store(ABC):
         """Count the live rows of ``db``."""
 
         async def run(store: Store) -> Reply:
-            return (await store._count(now_ms())).get(db, 0)
+            return (await store._count(now_ms())).get(db, KeyCount(0, 0)).keys
 
         return DbOp(run, "count")
 
-    async def count_all(self) -> dict[int, int]:
-        """Live rows per database (for INFO keyspace)."""
-        counts: dict[int, int] = {}
+    def keyspace_op(self, render: Callable[[dict[int, KeyCount]], Reply]) -> DbOp:
+        """Reply ``render(counts)`` with the live rows of every non-empty database."""
 
         async def run(store: Store) -> Reply:
-            counts.update(await store._count(now_ms()))
-            return None
+            return render(await store._count(now_ms()))
 
-        await self.execute(DbOp(run, "count"))
-        return counts
+        return DbOp(run, "count")
 
     async def sweep(self, limit: int = 1000) -> int:
         """Delete up to ``limit`` expired rows, in queue order; return how many went."""
@@ -301,7 +312,7 @@ class Store(ABC):
         """Delete every row of ``db``, or of all databases."""
 
     @abstractmethod
-    async def _count(self, now: int) -> dict[int, int]:
+    async def _count(self, now: int) -> dict[int, KeyCount]:
         """Live (unexpired) rows per database."""
 
     @abstractmethod

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs
 import aiosqlite
 
 from ..errors import StoreError
-from .base import Changes, Key, Row, Store, now_ms
+from .base import Changes, Key, KeyCount, Row, Store, now_ms
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -203,17 +203,16 @@ class SQLiteStore(Store):
 
         await self._in_thread(flush)
 
-    async def _count(self, now: int) -> dict[int, int]:
-        def count(conn: sqlite3.Connection) -> dict[int, int]:
+    async def _count(self, now: int) -> dict[int, KeyCount]:
+        def count(conn: sqlite3.Connection) -> dict[int, KeyCount]:
             cur = conn.execute(
-                "SELECT db, count(*) FROM kv WHERE expires_at IS NULL OR expires_at > ? "
-                "GROUP BY db",
+                "SELECT db, count(*), count(expires_at) FROM kv "
+                "WHERE expires_at IS NULL OR expires_at > ? GROUP BY db",
                 (now,),
             )
-            return dict(cur.fetchall())
+            return {db: KeyCount(keys, expires) for db, keys, expires in cur.fetchall()}
 
-        result: dict[int, int] = await self._in_thread(count)
-        return result
+        return await self._in_thread(count)
 
     async def _sweep(self, now: int, limit: int) -> int:
         def sweep(conn: sqlite3.Connection) -> int:
