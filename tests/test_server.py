@@ -7,6 +7,7 @@ Protocol error texts: /work/shared/reference/redis-clients.md section (b) (Redis
 from __future__ import annotations
 
 import contextlib
+import signal
 import hashlib
 import socket
 import sqlite3
@@ -509,3 +510,46 @@ def test_sigterm_during_a_pipeline_loses_no_acknowledged_write(
         stored = call(after, "GET", "n")
         assert isinstance(stored, bytes)
         assert len(acked) <= int(stored) <= total
+
+
+def test_sigterm_under_pipelined_load_is_bounded_and_loses_nothing_acknowledged(
+    server_factory: type[ServerProcess], tmp_path: Path
+) -> None:
+    """SIGTERM while a 100k-command pipeline runs: the server stops reading, answers every
+    command it read (executed: the new value; not started by the shutdown timeout: a server
+    error), exits 0 in bounded time, and the counter after a restart equals exactly the number
+    of increments it acknowledged."""
+    total = 500_000
+    srv = server_factory(tmp_path, "--shutdown-timeout", "0.05").start()
+    client = RawClient(srv.address, timeout=30)
+    def send_all() -> None:
+        with contextlib.suppress(OSError):  # the server stops reading and closes
+            client.send(b"*2\r\n$4\r\nINCR\r\n$1\r\nc\r\n" * total)
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    assert client.read_reply() == 1  # the load is running
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGTERM)
+    acked = 1
+    refused = 0
+    while True:
+        try:
+            reply = client.read_reply()
+        except ConnectionError:
+            break
+        if isinstance(reply, int):
+            acked += 1
+            assert reply == acked  # in order, no gaps
+        else:
+            assert reply == ("error", "SERVERERR server is shutting down")
+            refused += 1
+    client.close()
+    assert srv.proc.wait(30) == 0
+    assert acked < total  # the shutdown really cut the pipeline short
+    sender.join(30)
+    after = server_factory(tmp_path).start()
+    check = RawClient(after.address)
+    check.send(b"GET c\r\n")
+    assert check.read_reply() == str(acked).encode()
+    check.close()

@@ -28,6 +28,13 @@ __all__ = ["Connection", "Server"]
 
 log = logging.getLogger("dumbkv.server")
 
+#: Flow control, not a limit: a connection with this many commands still waiting for the store
+#: is not read from until they are down to PIPELINE_LOW. Nothing is refused; the client's
+#: pipeline just waits in its socket, and the server's memory and latency stay bounded per
+#: connection however deep the pipeline.
+PIPELINE_HIGH = 8192
+PIPELINE_LOW = 1024
+
 
 class _Slot:
     """A reply that the store has not produced yet."""
@@ -52,7 +59,9 @@ class Connection(asyncio.Protocol):
         self._pending: deque[_Slot | bytes] = deque()
         self._out: list[bytes] = []
         self._close_after_flush = False
-        self._reading_paused = False
+        #: Why reading is paused: "writing" (client not reading its replies), "pipeline"
+        #: (too many of its commands still waiting for the store), "shutdown".
+        self._paused_by: set[str] = set()
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio callbacks
@@ -68,22 +77,27 @@ class Connection(asyncio.Protocol):
         self.state.stats.connections_active -= 1
         self.transport = None
 
+    # ------------------------------------------------------------------ flow control
+    def _pause(self, reason: str) -> None:
+        if not self._paused_by and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused_by.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        self._paused_by.discard(reason)
+        if not self._paused_by and self.transport is not None:
+            self.transport.resume_reading()
+
     def pause_writing(self) -> None:
         # The client reads slower than it sends: stop reading until it catches up.
-        if self.transport is not None and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        self._pause("writing")
 
     def resume_writing(self) -> None:
-        if self.transport is not None and self._reading_paused and not self.server.draining:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self._resume("writing")
 
     def stop_reading(self) -> None:
         """Take no more commands (shutdown); replies to those already read still go out."""
-        if self.transport is not None and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        self._pause("shutdown")
 
     def data_received(self, data: bytes) -> None:
         self.state.stats.bytes_in += len(data)
@@ -99,6 +113,8 @@ class Connection(asyncio.Protocol):
                 self.state.stats.protocol_errors += 1
                 self._reply_now("protocol", self.parser.error, time.perf_counter())
                 self._close_after_flush = True
+        if len(self._pending) >= PIPELINE_HIGH:
+            self._pause("pipeline")
         self._flush()
 
     # ------------------------------------------------------------------ commands
@@ -156,6 +172,8 @@ class Connection(asyncio.Protocol):
             else:
                 break
             pending.popleft()
+        if len(pending) <= PIPELINE_LOW and "pipeline" in self._paused_by:
+            self._resume("pipeline")
         if out and self.transport is not None:
             data = b"".join(out) if len(out) > 1 else out[0]
             self.state.stats.bytes_out += len(data)
@@ -183,8 +201,6 @@ class Server:
         self.state = state
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
-        #: Set at shutdown: connections read no more commands.
-        self.draining = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -203,7 +219,6 @@ class Server:
 
     def stop_accepting(self) -> None:
         """Close the listener and stop reading from open connections."""
-        self.draining = True
         if self._server is not None:
             self._server.close()
         for conn in self.connections:

@@ -24,6 +24,7 @@ import logging
 import time
 import traceback
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -114,11 +115,14 @@ class Store(ABC):
 
     #: Backend name, used in INFO and metric labels.
     backend: ClassVar[str]
+    #: Most operations in one batch: bounds how long one batch holds the event loop and the
+    #: transaction (a pipeline of a million commands becomes many batches, in order).
+    max_batch: ClassVar[int] = 1024
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
         self.timeout = timeout
-        self._queue: list[tuple[Op, Done]] = []
+        self._queue: deque[tuple[Op, Done]] = deque()
         self._runner: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -141,7 +145,7 @@ class Store(ABC):
     def abort(self, reason: str) -> None:
         """Answer every operation not yet started with a server error; stop the runner after
         the batch in progress (whose commit, if it started, still completes)."""
-        queued, self._queue = self._queue, []
+        queued, self._queue = self._queue, deque()
         error = StoreError(reason)
         for _, done in queued:
             done(error)
@@ -166,7 +170,8 @@ class Store(ABC):
         deliver: Callable[[], None] | None = None
         try:
             while self._queue:
-                items, self._queue = self._queue, []
+                queue = self._queue
+                items = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
                 start = 0
                 for i, (op, _) in enumerate(items):
                     if isinstance(op, DbOp):
