@@ -118,6 +118,8 @@ def server_factory(tmp_path: Path) -> Iterator[type[ServerProcess]]:
     for server in started:
         if server.proc is not None and server.proc.poll() is None:
             server.stop()
+        else:
+            server._finish()  # exited on its own (a test signalled it): close the log pipe
 
 
 @pytest.fixture
