@@ -7,8 +7,8 @@ Protocol error texts: /work/shared/reference/redis-clients.md section (b) (Redis
 from __future__ import annotations
 
 import contextlib
-import signal
 import hashlib
+import signal
 import socket
 import sqlite3
 import struct
@@ -553,3 +553,18 @@ def test_sigterm_under_pipelined_load_is_bounded_and_loses_nothing_acknowledged(
     check.send(b"GET c\r\n")
     assert check.read_reply() == str(acked).encode()
     check.close()
+
+
+def test_half_closed_client_gets_every_reply(server: ServerProcess) -> None:
+    """`printf 'SET a 1\\nGET a\\n' | nc -N host port`: the client shuts down its sending side
+    right after the commands; every reply (including those that wait for the store) still
+    arrives, then the server closes."""
+    client = RawClient(server.address)
+    client.send(b"PING\r\nSET half 1\r\nINCR half\r\nGET half\r\n")
+    client.sock.shutdown(socket.SHUT_WR)
+    assert client.read_reply() == "PONG"
+    assert client.read_reply() == "OK"
+    assert client.read_reply() == 2
+    assert client.read_reply() == b"2"
+    assert client.is_closed()
+    client.close()

@@ -72,6 +72,13 @@ class Connection(asyncio.Protocol):
         stats.connections_total += 1
         stats.connections_active += 1
 
+    def eof_received(self) -> bool:
+        """The client half-closed (``nc -N``, ``printf ... | nc``): answer everything it sent,
+        then close. Returning True keeps our sending side open until then."""
+        self._close_after_flush = True
+        self._flush()
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.state.stats.connections_active -= 1

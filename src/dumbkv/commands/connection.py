@@ -33,6 +33,8 @@ def quit_(s: Session, argv: list[bytes]) -> Result:
 @command("select", 2, syntax="SELECT index", summary="switch to database index")
 def select(s: Session, argv: list[bytes]) -> Result:
     index = int_arg(argv[1])
+    if not -(2**31) <= index < 2**31:
+        raise CommandError("value is out of range")
     if not 0 <= index < s.state.config.databases:
         raise CommandError("DB index is out of range")
     s.db = index
@@ -85,7 +87,8 @@ def hello(s: Session, argv: list[bytes]) -> Result:
             name = _valid_name(argv[i + 1])
             i += 2
         else:
-            raise CommandError(f"Syntax error in HELLO option '{opt[:128].decode('latin-1')}'")
+            sent = argv[i][:128].decode("utf-8", "replace")
+            raise CommandError(f"Syntax error in HELLO option '{sent}'")
     if not s.authenticated:
         raise AuthError(
             "HELLO must be called with the client already authenticated, otherwise the HELLO "

@@ -53,10 +53,7 @@ def _config_values(state: ServerState) -> dict[str, str]:
         "databases": str(c.databases),
         "save": "",
         "appendonly": "no",
-        "appendfsync": "always",
-        "maxclients": "0",
-        "timeout": "0",
-        "proto-max-bulk-len": "0",
+        "timeout": "0",  # no idle timeout, as in Redis's 0
     }
 
 

@@ -334,8 +334,8 @@ def persist(s: Session, argv: list[bytes]) -> Result:
 # --------------------------------------------------------------------------- refused by design
 def _cannot_list(name: str) -> CommandError:
     return CommandError(
-        f"{name} is not supported: DumbKV stores only SHA-256 hashes of keys, "
-        "so it cannot list them"
+        f"{name} is not supported: DumbKV stores keys only as one-way hashes "
+        "(SHA-256, or HMAC-SHA-256 with a server secret), so it cannot list them"
     )
 
 
