@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import RawClient, ServerProcess
+from conftest import RawClient, ServerProcess, call, enc
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -30,20 +30,6 @@ NO_PASSWORD = (
 
 
 # --------------------------------------------------------------------------- helpers
-def enc(*args: bytes | str | int) -> bytes:
-    """A request as a RESP array, written out by hand (independent of dumbkv.resp)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def call(raw: RawClient, *args: bytes | str | int) -> object:
-    raw.send(enc(*args))
-    return raw.read_reply()
-
-
 def wire(raw: RawClient, *args: bytes | str | int) -> bytes:
     """Send one command; return the exact bytes of a one-line reply (status, error, int, nil)."""
     raw.send(enc(*args))

@@ -19,21 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import RawClient, ServerProcess
-
-
-def enc(*args: bytes | str | int) -> bytes:
-    """A request as a RESP array, written out by hand (independent of dumbkv.resp)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def call(raw: RawClient, *args: bytes | str | int) -> object:
-    raw.send(enc(*args))
-    return raw.read_reply()
+from conftest import RawClient, ServerProcess, call, enc
 
 
 @contextlib.contextmanager
