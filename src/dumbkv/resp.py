@@ -194,9 +194,7 @@ def _split_one(line: bytes, i: int, n: int) -> tuple[bytes, int]:
                 i += 1
                 current.append(_ESCAPES.get(line[i], line[i]))
             elif c == 34:  # closing "
-                if i + 1 < n and line[i + 1] not in _ISSPACE:
-                    raise unbalanced
-                return bytes(current), i + 1
+                return bytes(current), _after_closing_quote(line, i, n)
             else:
                 current.append(c)
         elif in_single:
@@ -204,9 +202,7 @@ def _split_one(line: bytes, i: int, n: int) -> tuple[bytes, int]:
                 i += 1
                 current.append(39)
             elif c == 39:  # closing '
-                if i + 1 < n and line[i + 1] not in _ISSPACE:
-                    raise unbalanced
-                return bytes(current), i + 1
+                return bytes(current), _after_closing_quote(line, i, n)
             else:
                 current.append(c)
         elif c in _UNQUOTED_END:
@@ -218,6 +214,13 @@ def _split_one(line: bytes, i: int, n: int) -> tuple[bytes, int]:
         else:
             current.append(c)
         i += 1
+
+
+def _after_closing_quote(line: bytes, i: int, n: int) -> int:
+    """Position after the closing quote at ``i``, which must end the argument."""
+    if i + 1 < n and line[i + 1] not in _ISSPACE:
+        raise ProtocolError("unbalanced quotes in request")
+    return i + 1
 
 
 _NIL2 = b"$-1\r\n"
