@@ -37,22 +37,22 @@ _NONCE_POOL = _NONCE * 2048
 def _xchacha_encrypt(message: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes:
     """XChaCha20-Poly1305 (IETF) encryption; the same call PyNaCl's binding makes, minus
     its per-call argument checks (our arguments are fixed-size by construction)."""
-    out = ffi.new("unsigned char[]", len(message) + _TAG)
-    out_len = ffi.new("unsigned long long *")
+    size = len(message) + _TAG
+    out = ffi.new("unsigned char[]", size)
     lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        out, out_len, message, len(message), aad, len(aad), ffi.NULL, nonce, key
+        out, ffi.NULL, message, len(message), aad, len(aad), ffi.NULL, nonce, key
     )
-    return bytes(ffi.buffer(out, out_len[0]))
+    return ffi.buffer(out, size)[:]  # type: ignore[no-any-return]
 
 
 def _xchacha_decrypt(sealed: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes | None:
     """Decrypt and authenticate; None when the tag does not match."""
-    out = ffi.new("unsigned char[]", max(len(sealed) - _TAG, 1))
-    out_len = ffi.new("unsigned long long *")
+    size = len(sealed) - _TAG  # at least 0: the caller checked the envelope's length
+    out = ffi.new("unsigned char[]", size or 1)
     failed = lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        out, out_len, ffi.NULL, sealed, len(sealed), aad, len(aad), nonce, key
+        out, ffi.NULL, ffi.NULL, sealed, len(sealed), aad, len(aad), nonce, key
     )
-    return None if failed else bytes(ffi.buffer(out, out_len[0]))
+    return None if failed else ffi.buffer(out, size)[:]
 
 
 class Crypto:

@@ -37,16 +37,20 @@ PIPELINE_LOW = 1024
 
 
 class _Slot:
-    """A reply that the store has not produced yet."""
+    """A reply that the store has not produced yet; the store calls it with the reply."""
 
-    __slots__ = ("command", "data", "resp3", "started")
+    __slots__ = ("command", "conn", "data", "resp3", "started")
 
-    def __init__(self, command: str, started: float, resp3: bool) -> None:
+    def __init__(self, conn: Connection, command: str, started: float, resp3: bool) -> None:
+        self.conn = conn
         self.command = command
         self.started = started
         # The protocol in force when the command arrived (a later HELLO must not change it).
         self.resp3 = resp3
         self.data: bytes | None = None
+
+    def __call__(self, reply: Reply) -> None:
+        self.conn._fill(self, reply)
 
 
 class Connection(asyncio.Protocol):
@@ -120,9 +124,11 @@ class Connection(asyncio.Protocol):
                 self.state.stats.protocol_errors += 1
                 self._reply_now("protocol", self.parser.error, time.perf_counter())
                 self._close_after_flush = True
-        if len(self._pending) >= PIPELINE_HIGH:
+        pending = self._pending
+        if len(pending) >= PIPELINE_HIGH:
             self._pause("pipeline")
-        self._flush()
+        if self._out or self._close_after_flush:
+            self._flush()
 
     # ------------------------------------------------------------------ commands
     def _execute(self, argv: list[bytes]) -> None:
@@ -137,9 +143,9 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             result = _internal_error(name, exc)
         if isinstance(result, (KeyOp, DbOp)):
-            slot = _Slot(name, started, self.session.resp3)
+            slot = _Slot(self, name, started, self.session.resp3)
             self._pending.append(slot)
-            self.state.store.submit(result, lambda reply: self._fill(slot, reply))
+            self.state.store.submit(result, slot)
         else:
             self._reply_now(name, result, started)
 
