@@ -29,8 +29,10 @@ from typing import Union
 from .errors import DumbKVError, ProtocolError
 
 __all__ = [
+    "ErrorReply",
     "Parser",
     "Reply",
+    "ReplyParser",
     "encode",
     "encode_command",
     "encode_inline",
@@ -275,3 +277,98 @@ def _quote(arg: bytes) -> bytes:
 def encode_inline(args: Iterable[bytes]) -> bytes:
     """Encode a request as one inline line that ``split_inline`` reads back exactly."""
     return b" ".join(_quote(arg) for arg in args) + _CRLF
+
+
+# --------------------------------------------------------------------------- client side
+class ErrorReply(str):
+    """An error reply as a client receives it, e.g. ``ERR syntax error``."""
+
+    __slots__ = ()
+
+    @property
+    def prefix(self) -> str:
+        return self.split(" ", 1)[0]
+
+
+ClientReply = Union[  # noqa: UP007
+    str, bytes, int, float, bool, None, ErrorReply, list["ClientReply"],
+    dict["ClientReply", "ClientReply"],
+]
+
+
+class _Incomplete(Exception):
+    pass
+
+
+class ReplyParser:
+    """Incremental parser of server replies (RESP2 and RESP3), for clients.
+
+    ``feed(data)`` returns every complete reply: ``+`` str, ``-`` ErrorReply, ``:`` int,
+    ``$`` bytes or None, ``*`` list or None, and from RESP3 ``_`` None, ``%`` dict, ``~``/``>``
+    list, ``#`` bool, ``,`` float, ``(`` int, ``=`` bytes (the verbatim text without its format).
+    """
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[ClientReply]:
+        buf = self._buf + data if self._buf else data
+        replies: list[ClientReply] = []
+        pos = 0
+        while pos < len(buf):
+            try:
+                reply, pos = self._parse(buf, pos)
+            except _Incomplete:
+                break
+            replies.append(reply)
+        self._buf = buf[pos:]
+        return replies
+
+    def _line(self, buf: bytes, pos: int) -> tuple[bytes, int]:
+        eol = buf.find(_CRLF, pos)
+        if eol < 0:
+            raise _Incomplete
+        return buf[pos + 1 : eol], eol + 2
+
+    def _parse(self, buf: bytes, pos: int) -> tuple[ClientReply, int]:
+        kind = buf[pos : pos + 1]
+        line, pos = self._line(buf, pos)
+        if kind == b"+":
+            return line.decode("utf-8", "replace"), pos
+        if kind == b"-":
+            return ErrorReply(line.decode("utf-8", "replace")), pos
+        if kind in (b":", b"("):
+            return int(line), pos
+        if kind in (b"$", b"="):
+            size = int(line)
+            if size < 0:
+                return None, pos
+            if len(buf) < pos + size + 2:
+                raise _Incomplete
+            data = buf[pos : pos + size]
+            return (data[4:] if kind == b"=" else data), pos + size + 2
+        if kind in (b"*", b"~", b">"):
+            count = int(line)
+            if count < 0:
+                return None, pos
+            items = []
+            for _ in range(count):
+                item, pos = self._parse(buf, pos)
+                items.append(item)
+            return items, pos
+        if kind == b"%":
+            result: dict[ClientReply, ClientReply] = {}
+            for _ in range(int(line)):
+                key, pos = self._parse(buf, pos)
+                value, pos = self._parse(buf, pos)
+                result[key] = value
+            return result, pos
+        if kind == b"_":
+            return None, pos
+        if kind == b"#":
+            return line == b"t", pos
+        if kind == b",":
+            return float(line), pos
+        raise ProtocolError(f"unexpected reply type {kind!r}")

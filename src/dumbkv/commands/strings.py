@@ -53,7 +53,7 @@ def _absolute_ms(unit: bytes, amount: int, now: int, name: str) -> int:
 @command("get", 2, "readonly", syntax="GET key", summary="the value of key, or nil")
 def get(s: Session, argv: list[bytes]) -> Result:
     v = _Values(s, argv[1])
-    return KeyOp((v.addr,), v.read, "get")
+    return KeyOp((v.addr,), v.read, "get", writes=False)
 
 
 @command("mget", -2, "readonly", syntax="MGET key [key ...]", summary="the values of keys")
@@ -63,7 +63,7 @@ def mget(s: Session, argv: list[bytes]) -> Result:
     def apply(view: View) -> Reply:
         return [v.read(view) for v in values]
 
-    return KeyOp(tuple(v.addr for v in values), apply, "mget")
+    return KeyOp(tuple(v.addr for v in values), apply, "mget", writes=False)
 
 
 @command("strlen", 2, "readonly", syntax="STRLEN key", summary="length of the value, 0 if none")
@@ -74,7 +74,7 @@ def strlen(s: Session, argv: list[bytes]) -> Result:
         value = v.read(view)
         return 0 if value is None else len(value)
 
-    return KeyOp((v.addr,), apply, "strlen")
+    return KeyOp((v.addr,), apply, "strlen", writes=False)
 
 
 @command("exists", -2, "readonly", syntax="EXISTS key [key ...]",
@@ -85,7 +85,7 @@ def exists(s: Session, argv: list[bytes]) -> Result:
     def apply(view: View) -> Reply:
         return sum(1 for addr in addrs if view.get(addr) is not None)
 
-    return KeyOp(addrs, apply, "exists")
+    return KeyOp(addrs, apply, "exists", writes=False)
 
 
 def _ttl(s: Session, argv: list[bytes], divisor: int, name: str) -> Result:
@@ -100,7 +100,7 @@ def _ttl(s: Session, argv: list[bytes], divisor: int, name: str) -> Result:
         left = max(row.expires_at - view.now, 0)
         return (left + divisor // 2) // divisor
 
-    return KeyOp((addr,), apply, name)
+    return KeyOp((addr,), apply, name, writes=False)
 
 
 @command("ttl", 2, "readonly", syntax="TTL key",

@@ -97,6 +97,9 @@ class KeyOp:
     keys: tuple[Key, ...]
     apply: Callable[[View], Reply]
     name: str = "key"
+    #: Whether ``apply`` may change rows: a backend shared by several processes locks the
+    #: rows of a batch that writes.
+    writes: bool = True
 
 
 @dataclass(slots=True)
@@ -205,18 +208,25 @@ class Store(ABC):
         """Run one batch; call ``previous`` (the last batch's delivery) once this one is under
         way; return this batch's delivery."""
         keys: set[Key] = set()
+        writes = False
         for op, _ in items:
             keys.update(op.keys)  # type: ignore[union-attr]
+            writes = writes or op.writes  # type: ignore[union-attr]
         replies: list[Reply] = []
 
         def compute(rows: dict[Key, Row], now: int) -> Changes:
+            # May run more than once (a backend retries a transaction that lost a conflict):
+            # only the last run's replies count.
+            replies.clear()
             view = View(rows, now)
             for op, _ in items:
                 replies.append(_apply(op, view))  # type: ignore[arg-type]
             return view.changes
 
         loop = asyncio.get_running_loop()
-        task = loop.create_task(self._call("batch", self._transact(sorted(keys), compute)))
+        task = loop.create_task(
+            self._call("batch", self._transact(sorted(keys), compute, writes))
+        )
         if previous is not None:
             loop.call_soon(previous)  # runs after the task's first step has begun the batch
         try:
@@ -307,10 +317,11 @@ class Store(ABC):
 
     @abstractmethod
     async def _transact(
-        self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes]
+        self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
     ) -> None:
-        """In one transaction: load ``keys`` (locking them against other writers), call
-        ``compute(rows, now_ms)``, write the returned changes and commit."""
+        """In one transaction: load ``keys`` (locked against other writers when ``writes``),
+        call ``compute(rows, now_ms)``, write the returned changes and commit. ``compute`` is
+        pure: a backend may call it again to retry the transaction."""
 
     @abstractmethod
     async def _flush(self, db: int | None) -> None:

@@ -169,7 +169,7 @@ class SQLiteStore(Store):
             await db.close()
 
     async def _transact(
-        self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes]
+        self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
     ) -> None:
         if self._reader is None:
             raise StoreError("sqlite store is not open")
