@@ -72,7 +72,7 @@ def _seconds(text: str) -> float:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "address to listen on"),
     Setting("port", _port, "RESP port (0 picks a free one and logs it)"),
-    Setting("store", str, "store URL: sqlite:///path/to/file.db"),
+    Setting("store", str, "store URL: sqlite:///path/to/file.db or postgresql://user@host/db"),
     Setting("databases", _positive_int, "number of databases for SELECT"),
     Setting("requirepass", str, "password clients must send with AUTH (default: none)"),
     Setting("secret", str, "server pepper: key ids become HMAC-SHA-256(secret, key)"),

@@ -23,6 +23,8 @@ __all__ = [
 #: URL scheme -> "module:Class"
 BACKENDS: dict[str, str] = {
     "sqlite": "dumbkv.store.sqlite:SQLiteStore",
+    "postgresql": "dumbkv.store.postgres:PostgresStore",
+    "postgres": "dumbkv.store.postgres:PostgresStore",
 }
 
 

@@ -32,7 +32,18 @@ from typing import Any, ClassVar, NamedTuple
 from ..errors import DumbKVError, ServerError, StoreError
 from ..resp import Reply
 
-__all__ = ["DbOp", "Key", "KeyCount", "KeyOp", "Op", "Row", "Store", "View", "now_ms"]
+__all__ = [
+    "DbOp",
+    "Key",
+    "KeyCount",
+    "KeyOp",
+    "Op",
+    "Row",
+    "Store",
+    "View",
+    "now_ms",
+    "split_changes",
+]
 
 log = logging.getLogger("dumbkv.store")
 
@@ -54,6 +65,20 @@ class KeyCount(NamedTuple):
 
 Changes = dict[Key, Row | None]  # None means delete
 Done = Callable[[Reply], None]
+
+
+def split_changes(
+    changes: Changes,
+) -> tuple[list[tuple[int, bytes, bytes, int | None]], list[tuple[int, bytes]]]:
+    """A batch's changes as the rows to upsert (db, id, value, expires_at) and to delete."""
+    upserts = []
+    deletes = []
+    for (db, kid), row in changes.items():
+        if row is None:
+            deletes.append((db, kid))
+        else:
+            upserts.append((db, kid, row.value, row.expires_at))
+    return upserts, deletes
 
 
 def now_ms() -> int:

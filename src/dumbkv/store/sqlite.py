@@ -31,7 +31,7 @@ from urllib.parse import parse_qs
 import aiosqlite
 
 from ..errors import StoreError
-from .base import Changes, Key, KeyCount, Row, Store, now_ms
+from .base import Changes, Key, KeyCount, Row, Store, now_ms, split_changes
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -262,13 +262,7 @@ def _load(conn: sqlite3.Connection, keys: list[Key]) -> dict[Key, Row]:
 
 
 def _apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
-    upserts = []
-    deletes = []
-    for (db, kid), row in changes.items():
-        if row is None:
-            deletes.append((db, kid))
-        else:
-            upserts.append((db, kid, row.value, row.expires_at))
+    upserts, deletes = split_changes(changes)
     if deletes:
         conn.executemany(_DELETE, deletes)
     if upserts:

@@ -1,0 +1,186 @@
+"""PostgreSQL backend on asyncpg: the shared engine, the path past one machine.
+
+A batch is one round of the same idea as SQLite: its rows are read with one ``= ANY($2)``
+query per database, the commands run over them in order, and every change is written in one
+transaction that commits before any reply goes out.
+
+Several DumbKV processes may share one database. A batch that writes runs in a SERIALIZABLE
+transaction and reads its rows ``FOR UPDATE``: two processes that touch the same key (an
+existing row, or one that both would create) cannot both commit; the loser's transaction fails
+with a serialization failure and the batch is computed again on the winner's data. So INCR,
+APPEND, SET NX, GETDEL and MSET stay atomic across processes without an in-process lock.
+
+Only portable SQL is used (``ON CONFLICT`` upserts, ``bytea``, ``= ANY``, SERIALIZABLE), so the
+backend also runs on PostgreSQL-wire engines such as CockroachDB or YugabyteDB.
+
+URL: ``postgresql://user:password@host:port/dbname`` (or ``postgres://``), with the DumbKV
+option ``?pool_size=N`` (default 10 connections) next to any libpq-style options asyncpg
+understands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from ..errors import StoreError
+from .base import Changes, Key, KeyCount, Row, Store, now_ms, split_changes
+
+__all__ = ["PostgresStore", "split_url"]
+
+SCHEMA_VERSION = 1
+_RETRIES = 20  # attempts of a batch that keeps losing serialization conflicts
+_CONFLICTS = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS dumbkv_schema (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS kv (
+        db INTEGER NOT NULL,
+        id BYTEA NOT NULL,
+        value BYTEA NOT NULL,
+        expires_at BIGINT,
+        PRIMARY KEY (db, id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL",
+)
+_SELECT = "SELECT id, value, expires_at FROM kv WHERE db = $1 AND id = ANY($2::bytea[])"
+_UPSERT = (
+    "INSERT INTO kv (db, id, value, expires_at) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (db, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+)
+_DELETE = "DELETE FROM kv WHERE db = $1 AND id = $2"
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split DumbKV's own options (``pool_size``) from the DSN handed to asyncpg."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    ours = {k: v for k, v in query if k == "pool_size"}
+    rest = [(k, v) for k, v in query if k != "pool_size"]
+    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+
+
+class PostgresStore(Store):
+    backend = "postgres"
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        super().__init__(url, timeout=timeout)
+        self.dsn, options = split_url(url)
+        self.pool_size = int(options.get("pool_size", "10"))
+        if self.pool_size < 1:
+            raise ValueError("postgres pool_size must be at least 1")
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("postgres store is not open")
+        return self._pool
+
+    async def _open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=self.pool_size, timeout=self.timeout
+        )
+        async with self.pool.acquire() as conn:
+            await _init_schema(conn)
+
+    async def _close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def _transact(
+        self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
+    ) -> None:
+        async with self.pool.acquire() as conn:
+            if not writes:
+                compute(await _load(conn, keys, lock=False), now_ms())
+                return
+            for attempt in range(_RETRIES):
+                try:
+                    async with conn.transaction(isolation="serializable"):
+                        rows = await _load(conn, keys, lock=True)
+                        changes = compute(rows, now_ms())
+                        await _write(conn, changes)
+                    return
+                except _CONFLICTS:
+                    if attempt == _RETRIES - 1:
+                        raise
+                    # Another process won this key: back off a little, then compute again.
+                    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+
+    async def _flush(self, db: int | None) -> None:
+        if db is None:
+            await self.pool.execute("DELETE FROM kv")
+        else:
+            await self.pool.execute("DELETE FROM kv WHERE db = $1", db)
+
+    async def _count(self, now: int) -> dict[int, KeyCount]:
+        rows = await self.pool.fetch(
+            "SELECT db, count(*), count(expires_at) FROM kv "
+            "WHERE expires_at IS NULL OR expires_at > $1 GROUP BY db",
+            now,
+        )
+        return {r[0]: KeyCount(r[1], r[2]) for r in rows}
+
+    async def _sweep(self, now: int, limit: int) -> int:
+        status: str = await self.pool.execute(
+            "DELETE FROM kv WHERE (db, id) IN (SELECT db, id FROM kv "
+            "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2)",
+            now,
+            limit,
+        )
+        return int(status.rsplit(" ", 1)[-1])  # "DELETE <n>"
+
+    async def _ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+
+async def _init_schema(conn: Any) -> None:
+    """Create or check the schema; safe when several processes start at once."""
+    for attempt in range(5):
+        try:
+            async with conn.transaction():
+                for statement in _SCHEMA:
+                    await conn.execute(statement)
+                version = await conn.fetchval("SELECT max(version) FROM dumbkv_schema")
+                if version is None:
+                    await conn.execute(
+                        "INSERT INTO dumbkv_schema (version) VALUES ($1)", SCHEMA_VERSION
+                    )
+                elif version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"database schema version {version} is newer than this DumbKV "
+                        f"({SCHEMA_VERSION})"
+                    )
+            return
+        except (asyncpg.UniqueViolationError, *_CONFLICTS):
+            # Two processes created the same table at the same moment: look again.
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+
+
+async def _load(conn: Any, keys: list[Key], *, lock: bool) -> dict[Key, Row]:
+    by_db: dict[int, list[bytes]] = {}
+    for db, kid in keys:
+        by_db.setdefault(db, []).append(kid)
+    sql = _SELECT + (" ORDER BY id FOR UPDATE" if lock else "")
+    rows: dict[Key, Row] = {}
+    for db, ids in by_db.items():
+        for kid, value, expires_at in await conn.fetch(sql, db, ids):
+            rows[(db, kid)] = Row(value, expires_at)
+    return rows
+
+
+async def _write(conn: Any, changes: Changes) -> None:
+    upserts, deletes = split_changes(changes)
+    if deletes:
+        await conn.executemany(_DELETE, deletes)
+    if upserts:
+        await conn.executemany(_UPSERT, upserts)
