@@ -412,3 +412,24 @@ def test_locked_database_gives_server_error(server_factory: Factory, tmp_path: P
     with client(again) as r:
         assert r.mget([f"before:{i}" for i in range(50)]) == [b"v%d" % i for i in range(50)]
         assert r.get("after") == b"unlocked"
+
+
+@pytest.mark.backends("sqlite")
+def test_removed_database_file_refuses_writes_and_keeps_serving(
+    server_factory: type[ServerProcess], tmp_path: Path
+) -> None:
+    """A trainee deletes the SQLite file under a running server: writes answer a clear
+    SERVERERR (they would be lost at the next start) instead of OK, PING still works, and
+    nothing acknowledged before the deletion is reported as written after it."""
+    srv = server_factory(tmp_path).start()
+    client = RawClient(srv.address)
+    client.send(b"SET before 1\r\n")
+    assert client.read_reply() == "OK"
+    for name in ("dumbkv.db", "dumbkv.db-wal", "dumbkv.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    client.send(b"SET after 2\r\n")
+    reply = client.read_reply()
+    assert isinstance(reply, tuple) and reply[1].startswith("SERVERERR sqlite database file")
+    client.send(b"PING\r\n")
+    assert client.read_reply() == "PONG"
+    client.close()

@@ -84,6 +84,7 @@ class SQLiteStore(Store):
         self._reader: sqlite3.Connection | None = None
         self._last_job: asyncio.Future[Any] | None = None
         self._busy_ms = int(timeout * 1000)
+        self._identity: tuple[int, int] | None = None
         self._writes_inflight = 0
 
     def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
@@ -126,6 +127,7 @@ class SQLiteStore(Store):
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         await self._in_thread(self._init_schema)
+        self._identity = self._file_identity()
         if self.path == ":memory:":
             self._reader = self._writer  # one private in-memory database
         else:
@@ -177,6 +179,7 @@ class SQLiteStore(Store):
         changes = compute(rows, now_ms())
         if not changes:
             return
+        self._check_file()
         await self._settled()
         conn = self._writer
         conn.execute("PRAGMA busy_timeout=0")  # on the loop: never wait for a lock
@@ -232,7 +235,26 @@ class SQLiteStore(Store):
         return removed
 
     async def _ping(self) -> None:
+        self._check_file()
         await self._in_thread(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """Refuse writes once the database file was deleted or replaced under us: they would
+        go to a file nobody can open again, and be lost at the next start."""
+        if self._identity is not None and self._file_identity() != self._identity:
+            raise StoreError(
+                "sqlite database file was removed or replaced while in use; "
+                "restart the server to open it again"
+            )
 
     def size_bytes(self) -> int:
         """The database file plus its WAL, in bytes."""
