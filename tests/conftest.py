@@ -1,33 +1,221 @@
-"""Shared fixtures: real DumbKV server processes on free loopback ports, and tool checks."""
+"""Shared fixtures: real DumbKV server processes on free loopback ports, real PostgreSQL, and
+tool checks.
+
+Every test that uses ``server``, ``raw``, ``server_factory`` or ``store_url`` runs once per store
+backend (ids ``[sqlite]`` and ``[postgres]``): the contract suite. A test that only makes sense
+for some backends says so with ``@pytest.mark.backends("sqlite")``; it is then generated only
+for those (not skipped for the others).
+
+PostgreSQL comes from ``DUMBKV_TEST_POSTGRES_DSN`` when set (a role that may create databases),
+else from a throwaway cluster started for the session (see tests/postgres.py). Each test gets
+its own fresh database. Without either, PostgreSQL tests skip with an install hint, and fail
+under ``DUMBKV_REQUIRE_ALL=1``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
+from postgres import INSTALL_HINT, Cluster, PgConn, Postgres, find_bindir
 
 REQUIRE_ALL = os.environ.get("DUMBKV_REQUIRE_ALL") == "1"
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
+BACKENDS = ("sqlite", "postgres")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test, or fail it under DUMBKV_REQUIRE_ALL=1 (as CI runs)."""
+    if REQUIRE_ALL:
+        pytest.fail(message + " (DUMBKV_REQUIRE_ALL=1 forbids skipping)")
+    pytest.skip(message)
 
 
 def require_tool(name: str, install_hint: str) -> str:
     """Path of ``name``; skip (or fail under DUMBKV_REQUIRE_ALL=1) when it is missing."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not found; install it: {install_hint}"
-        if REQUIRE_ALL:
-            pytest.fail(message + " (DUMBKV_REQUIRE_ALL=1 forbids skipping)")
-        pytest.skip(message)
+        unavailable(f"{name} not found; install it: {install_hint}")
     return path
+
+
+def require_pg_bindir() -> Path:
+    """PostgreSQL's server binaries; skip (or fail under DUMBKV_REQUIRE_ALL=1) without them."""
+    bindir = find_bindir()
+    if bindir is None:
+        unavailable(
+            "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH, via "
+            f"pg_config --bindir or in /usr/lib/postgresql/*/bin; install them: {INSTALL_HINT}"
+        )
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("running as root, where initdb refuses to run, and there is no "
+                        f"'postgres' system user to run it as; {INSTALL_HINT} creates it")
+    return bindir
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'dumbkv.db'}"
+
+
+# --------------------------------------------------------------------------- backends
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per backend for every test whose fixtures reach ``backend``."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = tuple(marker.args) if marker is not None else BACKENDS
+    unknown = set(names) - set(BACKENDS)
+    if not names or unknown:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: backends{names!r}: "
+                                f"choose from {BACKENDS}")
+    metafunc.parametrize("backend", names, indirect=True, ids=str)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """The session's PostgreSQL: the DSN's server, or a throwaway cluster."""
+    dsn = os.environ.get("DUMBKV_TEST_POSTGRES_DSN")
+    if dsn:
+        pg = Postgres(dsn)
+        try:
+            yield pg
+        finally:
+            pg.close()
+        return
+    cluster = Cluster(require_pg_bindir())
+    try:
+        cluster.init().start()
+        pg = Postgres(cluster.dsn(), cluster)
+        try:
+            yield pg
+        finally:
+            pg.close()
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[Cluster]:
+    """A cluster of the test's own, which it may stop and start (fault tests)."""
+    cluster = Cluster(require_pg_bindir())
+    try:
+        cluster.init().start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store backend under test: ``sqlite`` or ``postgres`` (see pytest_generate_tests)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The test's store: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    pg: Postgres = request.getfixturevalue("postgres")
+    with pg.database() as url:
+        yield url
+
+
+class StoreSQL:
+    """SQL straight into a store's database, from outside the server: ``?`` placeholders,
+    bytes for BLOB/bytea, autocommit. For tampering and for checking what is at rest."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sqlite: sqlite3.Connection | None = None
+        self.pg: PgConn | None = None
+        if url.startswith("sqlite:"):
+            path = url.split("://", 1)[1]
+            self.sqlite = sqlite3.connect(path[1:] if path.startswith("/") else path,
+                                          timeout=10, isolation_level=None)
+        else:
+            self.pg = PgConn(url)
+
+    def _pg_sql(self, sql: str) -> str:
+        count = 0
+
+        def number(_: re.Match[str]) -> str:
+            nonlocal count
+            count += 1
+            return f"${count}"
+
+        return re.sub(r"\?", number, sql)
+
+    def fetch(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        if self.sqlite is not None:
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                    for row in self.sqlite.execute(sql, params)]
+        assert self.pg is not None
+        return self.pg.fetch(self._pg_sql(sql), *params)
+
+    def fetchval(self, sql: str, *params: object) -> Any:
+        rows = self.fetch(sql, *params)
+        return rows[0][0] if rows else None
+
+    def execute(self, sql: str, *params: object) -> None:
+        if self.sqlite is not None:
+            self.sqlite.execute(sql, params)
+        else:
+            assert self.pg is not None
+            self.pg.execute(self._pg_sql(sql), *params)
+
+    def rows(self) -> list[tuple[int, bytes, bytes, int | None]]:
+        """Every stored row as (db, id, value, expires_at), in key order."""
+        return self.fetch("SELECT db, id, value, expires_at FROM kv ORDER BY db, id")
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the store's write lock (readers go on) until the block ends: another program
+        in the way of every write."""
+        if self.sqlite is not None:
+            self.sqlite.execute("BEGIN EXCLUSIVE")
+        else:
+            self.execute("BEGIN")
+            self.execute("LOCK TABLE kv IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            self.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self.sqlite is not None:
+            self.sqlite.close()
+        if self.pg is not None:
+            self.pg.close()
+
+    def __enter__(self) -> StoreSQL:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def store_rows(url: str) -> list[tuple[int, bytes, bytes, int | None]]:
+    """Every row at rest in the store at ``url``, as (db, id, value, expires_at)."""
+    with StoreSQL(url) as sql:
+        return sql.rows()
 
 
 class ServerProcess:
@@ -35,7 +223,7 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, *extra: str, store: str | None = None) -> None:
         self.data_dir = data_dir
-        self.store = store or f"sqlite:///{data_dir / 'dumbkv.db'}"
+        self.store = store or sqlite_url(data_dir)
         self.extra = list(extra)
         self.proc: subprocess.Popen[str] | None = None
         self.host = "127.0.0.1"
@@ -105,11 +293,33 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[type[ServerProcess]]:
-    """Start servers with ``server_factory(data_dir, *flags).start()``; all are stopped after."""
+def server_factory(
+    tmp_path: Path, backend: str, store_url: str, request: pytest.FixtureRequest
+) -> Iterator[type[ServerProcess]]:
+    """Start servers with ``server_factory(data_dir, *flags).start()``; all are stopped after.
+
+    Without ``store=``, a server's store follows its data dir and the test's backend: one data
+    dir is one store, so a restart on the same dir reopens the same data. ``tmp_path`` is
+    ``store_url``; another dir gets a SQLite file there, or a fresh PostgreSQL database."""
     started: list[ServerProcess] = []
+    stores: dict[Path, str] = {tmp_path.resolve(): store_url}
+    databases: list[str] = []
+
+    def store_for(data_dir: Path) -> str:
+        key = Path(data_dir).resolve()
+        if key not in stores:
+            if backend == "sqlite":
+                stores[key] = sqlite_url(data_dir)
+            else:
+                pg: Postgres = request.getfixturevalue("postgres")
+                stores[key] = pg.create_database()
+                databases.append(stores[key])
+        return stores[key]
 
     class Tracked(ServerProcess):
+        def __init__(self, data_dir: Path, *extra: str, store: str | None = None) -> None:
+            super().__init__(data_dir, *extra, store=store or store_for(data_dir))
+
         def start(self, timeout: float = 20.0) -> ServerProcess:
             started.append(self)
             return super().start(timeout)
@@ -120,11 +330,15 @@ def server_factory(tmp_path: Path) -> Iterator[type[ServerProcess]]:
             server.stop()
         else:
             server._finish()  # exited on its own (a test signalled it): close the log pipe
+    if databases:
+        pg = request.getfixturevalue("postgres")
+        for url in databases:
+            pg.drop_database(url)
 
 
 @pytest.fixture
 def server(server_factory: type[ServerProcess], tmp_path: Path) -> ServerProcess:
-    """A running server with a fresh SQLite store."""
+    """A running server on the test's fresh store (each backend in turn)."""
     return server_factory(tmp_path).start()
 
 

@@ -5,15 +5,13 @@ Reference for the expected texts: /work/shared/reference/redis-clients.md (Redis
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import RawClient, ServerProcess, call, enc
+from conftest import RawClient, ServerProcess, StoreSQL, call, enc
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -740,9 +738,10 @@ def test_key_with_px_expires(raw: RawClient) -> None:
     assert call(raw, "EXISTS", "k") == 0
 
 
-def _stored_rows(db_file: Path) -> int:
-    with contextlib.closing(sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)) as conn:
-        return int(conn.execute("SELECT count(*) FROM kv").fetchone()[0])
+def _stored_rows(store_url: str) -> int:
+    """Rows at rest in the store, expired or not."""
+    with StoreSQL(store_url) as sql:
+        return int(sql.fetchval("SELECT count(*) FROM kv"))
 
 
 def test_sweep_removes_expired_keys(server_factory: type[ServerProcess],
@@ -765,9 +764,8 @@ def test_sweep_removes_expired_keys(server_factory: type[ServerProcess],
         assert "db0:keys=2," in keyspace
         assert "db1:" not in keyspace
         # The sweep deletes the expired rows from the store itself.
-        db_file = tmp_path / "dumbkv.db"
         deadline = time.monotonic() + 10
-        while _stored_rows(db_file) != 2:
+        while _stored_rows(srv.store) != 2:
             assert time.monotonic() < deadline, "expired rows were never swept"
             assert call(raw, "PING") == "PONG"  # paces the poll on a server round trip
         assert call(raw, "GET", "live") == b"v"

@@ -1,4 +1,8 @@
-"""Durability and secrecy of the SQLite store, checked from outside the real server process.
+"""Durability and secrecy of both stores, checked from outside the real server process.
+
+Every test runs on SQLite and on PostgreSQL unless it is marked for one backend; the on-disk
+plaintext scan has a PostgreSQL twin that reads the table (and, on the throwaway cluster, the
+database files and WAL).
 
 * An acknowledged write survives SIGKILL, also with many clients writing at once.
 * The database files and the log hold no key and no value in plain text.
@@ -12,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +26,8 @@ import redis
 import redis.asyncio
 import redis.backoff
 import redis.retry
-from conftest import RawClient, ServerProcess
+from conftest import RawClient, ServerProcess, StoreSQL, store_rows
+from postgres import Postgres
 
 SOCKET_TIMEOUT = 10
 
@@ -39,16 +43,9 @@ def client(server: ServerProcess, **kw: object) -> redis.Redis:
     )
 
 
-def db_file(data_dir: Path) -> Path:
-    return data_dir / "dumbkv.db"
-
-
-def stored_rows(data_dir: Path) -> list[tuple[int, bytes, bytes, int | None]]:
-    conn = sqlite3.connect(db_file(data_dir))
-    try:
-        return list(conn.execute("SELECT db, id, value, expires_at FROM kv ORDER BY db, id"))
-    finally:
-        conn.close()
+def stored_rows(server: ServerProcess) -> list[tuple[int, bytes, bytes, int | None]]:
+    """The rows at rest in ``server``'s store (SQLite file or PostgreSQL database)."""
+    return store_rows(server.store)
 
 
 def sha(key: bytes) -> bytes:
@@ -158,6 +155,7 @@ def _data_dir_bytes(data_dir: Path) -> bytes:
     return b"".join(p.read_bytes() for p in files)
 
 
+@pytest.mark.backends("sqlite")
 def test_no_plaintext_key_or_value_at_rest(server_factory: Factory, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = server_factory(data_dir, "--log-level", "debug").start()
@@ -191,25 +189,80 @@ def test_no_plaintext_key_or_value_at_rest(server_factory: Factory, tmp_path: Pa
         assert needle not in logs, needle
 
 
+def _cluster_files(postgres: Postgres, store: str, since: float) -> bytes | None:
+    """On the throwaway cluster: the database's files and the WAL written since ``since``,
+    after a CHECKPOINT has put every page in its file. None on an external server."""
+    cluster = postgres.cluster
+    if cluster is None:
+        return None
+    with StoreSQL(store) as sql:
+        sql.execute("CHECKPOINT")
+        oid = sql.fetchval("SELECT oid FROM pg_database WHERE datname = current_database()")
+    files = [p for p in (cluster.datadir / "base" / str(oid)).iterdir() if p.is_file()]
+    files += [p for p in (cluster.datadir / "pg_wal").iterdir()
+              if p.is_file() and p.stat().st_mtime >= since - 1]
+    return b"".join(p.read_bytes() for p in sorted(files))
+
+
+@pytest.mark.backends("postgres")
+def test_no_plaintext_key_or_value_in_postgres(
+    server_factory: Factory, tmp_path: Path, postgres: Postgres
+) -> None:
+    """The PostgreSQL twin of the file scan: the bytea columns (and, on the throwaway
+    cluster, the table's files and the WAL) hold ids and sealed values, never a key or value."""
+    started = time.time()
+    server = server_factory(tmp_path, "--log-level", "debug").start()
+    with client(server) as r:
+        assert r.set(_TEXT_KEY, _TEXT_VALUE) is True
+        assert r.set(_BIN_KEY, _BIN_VALUE) is True
+        assert r.mset({_TEXT_KEY + "-2": _TEXT_VALUE + "-2"}) is True
+        assert r.append(_TEXT_KEY + "-3", _TEXT_VALUE) == len(_TEXT_VALUE.encode())
+        with pytest.raises(redis.ResponseError):
+            r.incr(_TEXT_KEY)
+    server.kill()
+    again = server_factory(tmp_path, "--log-level", "debug").start()
+    with client(again) as r:
+        assert r.get(_TEXT_KEY) == _TEXT_VALUE.encode()
+        assert r.get(_BIN_KEY) == _BIN_VALUE
+    assert again.stop() == 0
+
+    rows = stored_rows(again)
+    assert len(rows) == 4
+    ids = {row[1] for row in rows}
+    assert {sha(_TEXT_KEY.encode()), sha(_BIN_KEY)} <= ids
+    assert all(isinstance(row[2], bytes) and len(row[2]) > 24 for row in rows)  # sealed
+    columns = b"".join(row[1] + row[2] for row in rows)
+    on_disk = _cluster_files(postgres, again.store, started)
+    for blob in (columns, on_disk):
+        if blob is None:
+            continue
+        assert sha(_TEXT_KEY.encode()) in blob
+        for needle in _needles():
+            assert needle not in blob, needle
+    logs = (server.log + again.log).encode()
+    for needle in _needles():
+        assert needle not in logs, needle
+
+
 # =========================================================================== tampering
-def _tamper_swap(conn: sqlite3.Connection) -> None:
-    va = conn.execute("SELECT value FROM kv WHERE id = ?", (sha(b"a"),)).fetchone()[0]
-    vb = conn.execute("SELECT value FROM kv WHERE id = ?", (sha(b"b"),)).fetchone()[0]
-    conn.execute("UPDATE kv SET value = ? WHERE id = ?", (vb, sha(b"a")))
-    conn.execute("UPDATE kv SET value = ? WHERE id = ?", (va, sha(b"b")))
+def _tamper_swap(sql: StoreSQL) -> None:
+    va = sql.fetchval("SELECT value FROM kv WHERE id = ?", sha(b"a"))
+    vb = sql.fetchval("SELECT value FROM kv WHERE id = ?", sha(b"b"))
+    sql.execute("UPDATE kv SET value = ? WHERE id = ?", vb, sha(b"a"))
+    sql.execute("UPDATE kv SET value = ? WHERE id = ?", va, sha(b"b"))
 
 
-def _tamper_copy(conn: sqlite3.Connection) -> None:
-    conn.execute(
+def _tamper_copy(sql: StoreSQL) -> None:
+    sql.execute(
         "UPDATE kv SET value = (SELECT value FROM kv WHERE id = ?) WHERE id = ?",
-        (sha(b"a"), sha(b"b")),
+        sha(b"a"), sha(b"b"),
     )
 
 
-def _rewrite_b(change: Callable[[bytes], bytes]) -> Callable[[sqlite3.Connection], None]:
-    def tamper(conn: sqlite3.Connection) -> None:
-        value = conn.execute("SELECT value FROM kv WHERE id = ?", (sha(b"b"),)).fetchone()[0]
-        conn.execute("UPDATE kv SET value = ? WHERE id = ?", (change(bytes(value)), sha(b"b")))
+def _rewrite_b(change: Callable[[bytes], bytes]) -> Callable[[StoreSQL], None]:
+    def tamper(sql: StoreSQL) -> None:
+        value = sql.fetchval("SELECT value FROM kv WHERE id = ?", sha(b"b"))
+        sql.execute("UPDATE kv SET value = ? WHERE id = ?", change(bytes(value)), sha(b"b"))
 
     return tamper
 
@@ -223,13 +276,13 @@ def _flip(index: int) -> Callable[[bytes], bytes]:
     return change
 
 
-def _move_b_to_db_7(conn: sqlite3.Connection) -> None:
-    conn.execute("UPDATE kv SET db = 7 WHERE db = 0 AND id = ?", (sha(b"b"),))
+def _move_b_to_db_7(sql: StoreSQL) -> None:
+    sql.execute("UPDATE kv SET db = 7 WHERE db = 0 AND id = ?", sha(b"b"))
 
 
-def _rename_b_to_a(conn: sqlite3.Connection) -> None:
-    conn.execute("DELETE FROM kv WHERE id = ?", (sha(b"a"),))
-    conn.execute("UPDATE kv SET id = ? WHERE id = ?", (sha(b"a"), sha(b"b")))
+def _rename_b_to_a(sql: StoreSQL) -> None:
+    sql.execute("DELETE FROM kv WHERE id = ?", sha(b"a"))
+    sql.execute("UPDATE kv SET id = ? WHERE id = ?", sha(b"a"), sha(b"b"))
 
 
 TAMPERS = {
@@ -255,12 +308,8 @@ def test_tampered_row_is_a_server_error(
         assert r.mset({"a": "1", "b": "2-the-value-of-b", "keep": "kept"}) is True
     assert server.stop() == 0
 
-    conn = sqlite3.connect(db_file(tmp_path))
-    try:
-        tamper(conn)
-        conn.commit()
-    finally:
-        conn.close()
+    with StoreSQL(server.store) as sql:
+        tamper(sql)
 
     again = server_factory(tmp_path).start()
     raw = RawClient(again.address, timeout=SOCKET_TIMEOUT)
@@ -298,7 +347,7 @@ def test_secret_pepper_changes_ids(server_factory: Factory, tmp_path: Path) -> N
     with client(s1) as r:
         assert r.set(key, "under-s1") is True
     assert s1.stop() == 0
-    assert [row[:2] for row in stored_rows(tmp_path)] == [
+    assert [row[:2] for row in stored_rows(s1)] == [
         (0, hmac.new(b"s1", key, hashlib.sha256).digest())
     ]
 
@@ -308,7 +357,7 @@ def test_secret_pepper_changes_ids(server_factory: Factory, tmp_path: Path) -> N
         assert r.exists(key) == 0
         assert r.set(key, "under-s2") is True
     assert s2.stop() == 0
-    ids = {row[1] for row in stored_rows(tmp_path)}
+    ids = {row[1] for row in stored_rows(s2)}
     assert ids == {hmac.new(s, key, hashlib.sha256).digest() for s in (b"s1", b"s2")}
 
     back = server_factory(tmp_path, "--secret", "s1").start()
@@ -322,7 +371,8 @@ def test_secret_pepper_changes_ids(server_factory: Factory, tmp_path: Path) -> N
         assert r.get(key) is None
         assert r.set(key, "no-secret") is True
     assert plain.stop() == 0
-    assert [row[:2] for row in stored_rows(plain_dir)] == [(0, sha(key))]
+    assert plain.store != s1.store  # another data dir is another, fresh store
+    assert [row[:2] for row in stored_rows(plain)] == [(0, sha(key))]
 
 
 # =========================================================================== atomic INCR
@@ -373,7 +423,7 @@ def test_ttl_survives_restart(server_factory: Factory, tmp_path: Path) -> None:
         assert r.dbsize() == 2
     assert again.stop() == 0
     # Expiry is stored as an absolute time: a restart does not restart the clock.
-    expiries = [row[3] for row in stored_rows(tmp_path) if row[3] is not None]
+    expiries = [row[3] for row in stored_rows(again) if row[3] is not None]
     assert any(past + 60_000 < e <= past + 60_000 + 1_000_000 + 60_000 for e in expiries)
 
 
@@ -386,20 +436,17 @@ def test_locked_database_gives_server_error(server_factory: Factory, tmp_path: P
 
     raw = RawClient(server.address, timeout=SOCKET_TIMEOUT)
     try:
-        locker = sqlite3.connect(db_file(tmp_path), timeout=5, isolation_level=None)
-        try:
-            locker.execute("BEGIN EXCLUSIVE")
+        # Another program holds the write lock (SQLite: BEGIN EXCLUSIVE; PostgreSQL: LOCK TABLE
+        # kv IN EXCLUSIVE MODE): writes cannot go through, plain reads can.
+        with StoreSQL(server.store) as locker, locker.write_lock():
             started = time.monotonic()
             reply = call(raw, b"SET", b"during", b"lock")
             elapsed = time.monotonic() - started
             assert_server_error(reply)
             assert elapsed < 5, f"SERVERERR took {elapsed:.1f}s with --store-timeout 1"
             assert call(raw, b"PING") == "PONG"
+            assert call(raw, b"GET", b"before:7") == b"v7"
             assert server.proc is not None and server.proc.poll() is None
-        finally:
-            if locker.in_transaction:
-                locker.execute("ROLLBACK")
-            locker.close()
         # The lock is gone: the same connection writes again.
         assert call(raw, b"SET", b"after", b"unlocked") == "OK"
         assert call(raw, b"GET", b"after") == b"unlocked"

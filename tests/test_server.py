@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import signal
 import socket
-import sqlite3
 import struct
 import threading
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import RawClient, ServerProcess, call, enc
+from conftest import RawClient, ServerProcess, StoreSQL, call, enc
 
 
 @contextlib.contextmanager
@@ -351,19 +350,15 @@ def test_concurrent_pipelines_keep_read_your_writes(server: ServerProcess) -> No
 
 
 # --------------------------------------------------------------------------- server errors
-def _db_file(server: ServerProcess) -> Path:
-    return server.data_dir / "dumbkv.db"
-
-
 def _rows(server: ServerProcess) -> list[tuple[bytes, bytes]]:
-    with contextlib.closing(sqlite3.connect(_db_file(server), timeout=10)) as conn:
-        return [(bytes(i), bytes(v)) for i, v in conn.execute("SELECT id, value FROM kv")]
+    with StoreSQL(server.store) as sql:
+        return [(bytes(i), bytes(v)) for i, v in sql.fetch("SELECT id, value FROM kv")]
 
 
-def _update(server: ServerProcess, sql: str, *params: object) -> None:
-    with contextlib.closing(sqlite3.connect(_db_file(server), timeout=10)) as conn:
-        conn.execute(sql, params)
-        conn.commit()
+def _update(server: ServerProcess, statement: str, *params: object) -> None:
+    """Change the store's rows behind the running server's back."""
+    with StoreSQL(server.store) as sql:
+        sql.execute(statement, *params)
 
 
 def test_tampered_row_is_a_server_error_not_a_crash(server: ServerProcess,
@@ -416,18 +411,12 @@ def test_store_unavailable_is_a_server_error_then_recovers(
     srv = server_factory(tmp_path, "--store-timeout", "0.5").start()
     with connect(srv, timeout=20) as client:
         assert call(client, "SET", "k", "before") == "OK"
-        # Another process holds the SQLite write lock: writes cannot commit in time.
-        with contextlib.closing(
-            sqlite3.connect(_db_file(srv), timeout=10, isolation_level=None)
-        ) as locker:
-            locker.execute("BEGIN EXCLUSIVE")
-            try:
-                client.send(enc("SET", "k", "during"))
-                line = client.read_line()
-                assert line.startswith(b"-SERVERERR "), line
-                assert call(client, "PING") == "PONG"
-            finally:
-                locker.execute("ROLLBACK")
+        # Another program holds the store's write lock: writes cannot commit in time.
+        with StoreSQL(srv.store) as locker, locker.write_lock():
+            client.send(enc("SET", "k", "during"))
+            line = client.read_line()
+            assert line.startswith(b"-SERVERERR "), line
+            assert call(client, "PING") == "PONG"
         assert call(client, "SET", "k", "after") == "OK"
         assert call(client, "GET", "k") == b"after"
     assert_alive(srv)

@@ -12,6 +12,8 @@ import contextlib
 import gc
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from .config import Config
 from .crypto import Crypto
@@ -20,9 +22,11 @@ from .server import Server
 from .session import ServerState
 from .store import create_store
 
-__all__ = ["run", "serve"]
+__all__ = ["run", "run_loop", "serve", "start_server", "stop_server"]
 
 log = logging.getLogger("dumbkv")
+
+T = TypeVar("T")
 
 
 async def _sweep_forever(state: ServerState) -> None:
@@ -47,15 +51,39 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives."""
-    stop = stop or asyncio.Event()
+async def start_server(config: Config) -> Server:
+    """Open the store for ``config`` and start listening: a running server without the
+    process's extras (signals, the expiry sweeper). ``crosscheck`` runs its targets so."""
     store = create_store(config.store, timeout=config.store_timeout)
     await store.open()
     secret = config.secret.encode() if config.secret else None
-    state = ServerState(config=config, store=store, crypto=Crypto(secret))
-    server = Server(state)
-    await server.start()
+    server = Server(ServerState(config=config, store=store, crypto=Crypto(secret)))
+    try:
+        await server.start()
+    except BaseException:
+        await store.close()
+        raise
+    return server
+
+
+async def stop_server(server: Server) -> None:
+    """The ordered shutdown: stop accepting and reading, let the commands already read finish
+    (bounded by ``shutdown_timeout``), close the connections, close the store."""
+    config = server.state.config
+    server.stop_accepting()
+    if not await server.drain(config.shutdown_timeout):
+        log.warning("in-flight commands did not finish within %gs; the rest were refused",
+                    config.shutdown_timeout)
+    server.close_connections()
+    await server.wait_closed()
+    await server.state.store.close()
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives."""
+    stop = stop or asyncio.Event()
+    server = await start_server(config)
+    state = server.state
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -63,29 +91,28 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     _tune_gc()
     sweeper = asyncio.create_task(_sweep_forever(state))
     log.info("dumbkv %s listening on %s (store %s)", state.version,
-             ", ".join(server.addresses), store.backend)
+             ", ".join(server.addresses), state.store.backend)
     try:
         await stop.wait()
     finally:
         log.info("shutting down: no new connections")
-        server.stop_accepting()
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
-        if not await server.drain(config.shutdown_timeout):
-            log.warning("in-flight commands did not finish within %gs; the rest were refused",
-                        config.shutdown_timeout)
-        server.close_connections()
-        await server.wait_closed()
-        await store.close()
+        await stop_server(server)
         log.info("stopped")
 
 
-def run(config: Config) -> None:
-    """Run ``serve`` on uvloop when it is installed, else on the default asyncio loop."""
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed, else on the default asyncio loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(config))
-    else:
-        uvloop.run(serve(config))
+        return asyncio.run(main)
+    result: T = uvloop.run(main)
+    return result
+
+
+def run(config: Config) -> None:
+    """Run ``serve`` (on uvloop when it is installed)."""
+    run_loop(serve(config))

@@ -11,8 +11,19 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["SETTINGS", "Config", "Setting", "add_arguments", "from_args"]
+__all__ = [
+    "SETTINGS",
+    "Config",
+    "Setting",
+    "add_arguments",
+    "from_args",
+    "non_negative_int",
+    "positive_int",
+    "redact_url",
+    "seconds",
+]
 
 DEFAULT_STORE = "sqlite:///./dumbkv-data/dumbkv.db"
 
@@ -48,10 +59,27 @@ class Setting:
         return "DUMBKV_" + self.name.upper()
 
 
-def _positive_int(text: str) -> int:
+def redact_url(url: str) -> str:
+    """``url`` without its password (``user:***@host``), for INFO and crosscheck reports."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+# Argument types (argparse ``type=``): for the settings and for the crosscheck flags.
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 
@@ -62,7 +90,7 @@ def _port(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
@@ -73,12 +101,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "address to listen on"),
     Setting("port", _port, "RESP port (0 picks a free one and logs it)"),
     Setting("store", str, "store URL: sqlite:///path/to/file.db or postgresql://user@host/db"),
-    Setting("databases", _positive_int, "number of databases for SELECT"),
+    Setting("databases", positive_int, "number of databases for SELECT"),
     Setting("requirepass", str, "password clients must send with AUTH (default: none)"),
     Setting("secret", str, "server pepper: key ids become HMAC-SHA-256(secret, key)"),
-    Setting("store_timeout", _seconds, "seconds before a store call fails with SERVERERR"),
-    Setting("shutdown_timeout", _seconds, "seconds in-flight commands get to finish on stop"),
-    Setting("sweep_interval", _seconds, "seconds between sweeps of expired keys"),
+    Setting("store_timeout", seconds, "seconds before a store call fails with SERVERERR"),
+    Setting("shutdown_timeout", seconds, "seconds in-flight commands get to finish on stop"),
+    Setting("sweep_interval", seconds, "seconds between sweeps of expired keys"),
     Setting("log_level", str, "log level", ("debug", "info", "warning", "error")),
     Setting("log_format", str, "log line format", ("text", "json")),
 )

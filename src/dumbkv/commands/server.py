@@ -5,8 +5,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from urllib.parse import urlsplit, urlunsplit
 
+from ..config import redact_url
 from ..errors import SYNTAX, CommandError
 from ..resp import Reply
 from ..session import ServerState, Session
@@ -96,16 +96,6 @@ def command_(s: Session, argv: list[bytes]) -> Result:
 _SECTIONS = ("server", "clients", "stats", "store", "keyspace")
 
 
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    host = netloc[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _info_lines(state: ServerState, section: str, keyspace: dict[int, KeyCount]) -> list[str]:
     stats = state.stats
     uptime = int(time.time() - state.started)
@@ -136,7 +126,7 @@ def _info_lines(state: ServerState, section: str, keyspace: dict[int, KeyCount])
     if section == "store":
         return [
             f"store_backend:{store.backend}",
-            f"store_url:{_redacted(store.url)}",
+            f"store_url:{redact_url(store.url)}",
             f"store_timeout_seconds:{store.timeout:g}",
         ]
     return [

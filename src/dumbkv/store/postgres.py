@@ -21,8 +21,9 @@ understands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -86,8 +87,22 @@ class PostgresStore(Store):
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=1, max_size=self.pool_size, timeout=self.timeout
         )
-        async with self.pool.acquire() as conn:
+        async with self._connection() as conn:
             await _init_schema(conn)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection. If the store's timeout cancels us mid-query, the connection
+        is terminated rather than handed back: a clean release would wait, with no limit, for
+        a hung server to confirm the cancel."""
+        conn = await self.pool.acquire()
+        try:
+            yield conn
+        except asyncio.CancelledError:
+            conn.terminate()
+            raise
+        finally:
+            await self.pool.release(conn)
 
     async def _close(self) -> None:
         if self._pool is not None:
@@ -97,7 +112,7 @@ class PostgresStore(Store):
     async def _transact(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
     ) -> None:
-        async with self.pool.acquire() as conn:
+        async with self._connection() as conn:
             if not writes:
                 compute(await _load(conn, keys, lock=False), now_ms())
                 return
@@ -115,30 +130,34 @@ class PostgresStore(Store):
                     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
 
     async def _flush(self, db: int | None) -> None:
-        if db is None:
-            await self.pool.execute("DELETE FROM kv")
-        else:
-            await self.pool.execute("DELETE FROM kv WHERE db = $1", db)
+        async with self._connection() as conn:
+            if db is None:
+                await conn.execute("DELETE FROM kv")
+            else:
+                await conn.execute("DELETE FROM kv WHERE db = $1", db)
 
     async def _count(self, now: int) -> dict[int, KeyCount]:
-        rows = await self.pool.fetch(
-            "SELECT db, count(*), count(expires_at) FROM kv "
-            "WHERE expires_at IS NULL OR expires_at > $1 GROUP BY db",
-            now,
-        )
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT db, count(*), count(expires_at) FROM kv "
+                "WHERE expires_at IS NULL OR expires_at > $1 GROUP BY db",
+                now,
+            )
         return {r[0]: KeyCount(r[1], r[2]) for r in rows}
 
     async def _sweep(self, now: int, limit: int) -> int:
-        status: str = await self.pool.execute(
-            "DELETE FROM kv WHERE (db, id) IN (SELECT db, id FROM kv "
-            "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2)",
-            now,
-            limit,
-        )
+        async with self._connection() as conn:
+            status: str = await conn.execute(
+                "DELETE FROM kv WHERE (db, id) IN (SELECT db, id FROM kv "
+                "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2)",
+                now,
+                limit,
+            )
         return int(status.rsplit(" ", 1)[-1])  # "DELETE <n>"
 
     async def _ping(self) -> None:
-        await self.pool.fetchval("SELECT 1")
+        async with self._connection() as conn:
+            await conn.fetchval("SELECT 1")
 
 
 async def _init_schema(conn: Any) -> None:
