@@ -207,7 +207,7 @@ def dumbkv_server(
         url = store or sqlite_url(workdir / "dumbkv.db")
         port = free_port()
         argv = [python_executable(), "-m", "dumbkv", "serve",
-                "--host", LOOPBACK, "--port", str(port), "--store", url]
+                "--host", LOOPBACK, "--port", str(port), "--admin-port", "0", "--store", url]
         with _child_server(
             "dumbkv", argv, Endpoint(LOOPBACK, port), workdir, f"DumbKV, store {url}",
             ready_timeout, env=_dumbkv_env(),

@@ -33,7 +33,8 @@ import pytest
 from postgres import INSTALL_HINT, Cluster, PgConn, Postgres, find_bindir
 
 REQUIRE_ALL = os.environ.get("DUMBKV_REQUIRE_ALL") == "1"
-_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+_LISTENING = re.compile(r"dumbkv \S+ listening on (\S+):(\d+)")
+_ADMIN_LISTENING = re.compile(r"admin listening on (\S+):(\d+)")
 BACKENDS = ("sqlite", "postgres")
 
 
@@ -228,13 +229,15 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.host = "127.0.0.1"
         self.port = 0
+        self.admin_port = 0
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
         cmd = [sys.executable, "-m", "dumbkv", "serve", "--host", self.host, "--port", "0",
-               "--store", self.store, *self.extra]
+               "--admin-host", self.host, "--admin-port", "0", "--store", self.store,
+               *self.extra]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, env=env)
         found = threading.Event()
@@ -243,6 +246,9 @@ class ServerProcess:
             assert self.proc is not None and self.proc.stderr is not None
             for line in self.proc.stderr:
                 self.log_lines.append(line)
+                admin = _ADMIN_LISTENING.search(line)
+                if admin:
+                    self.admin_port = int(admin.group(2))
                 match = _LISTENING.search(line)
                 if match and not found.is_set():
                     self.port = int(match.group(2))
@@ -259,6 +265,11 @@ class ServerProcess:
     @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the admin HTTP port, e.g. ``http://127.0.0.1:41234``."""
+        return f"http://{self.host}:{self.admin_port}"
 
     @property
     def log(self) -> str:

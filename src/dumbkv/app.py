@@ -15,9 +15,12 @@ import signal
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from . import __version__
+from .admin import AdminServer
 from .config import Config
 from .crypto import Crypto
 from .errors import DumbKVError
+from .metrics import Metrics
 from .server import Server
 from .session import ServerState
 from .store import create_store
@@ -30,9 +33,11 @@ T = TypeVar("T")
 
 
 async def _sweep_forever(state: ServerState) -> None:
+    """Delete expired keys now and then; measure the store's size on the way."""
     while True:
         await asyncio.sleep(state.config.sweep_interval)
         try:
+            state.store_size = await state.store.size_bytes()
             removed = await state.store.sweep()
         except DumbKVError as exc:
             log.warning("expiry sweep failed: %s", exc.message)
@@ -57,7 +62,8 @@ async def start_server(config: Config) -> Server:
     store = create_store(config.store, timeout=config.store_timeout)
     await store.open()
     secret = config.secret.encode() if config.secret else None
-    server = Server(ServerState(config=config, store=store, crypto=Crypto(secret)))
+    metrics = Metrics(store.backend, __version__)
+    server = Server(ServerState(config=config, store=store, crypto=Crypto(secret), metrics=metrics))
     try:
         await server.start()
     except BaseException:
@@ -88,18 +94,29 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    admin = AdminServer(state)
+    try:
+        await admin.start(config.admin_host, config.admin_port)
+    except BaseException:
+        await stop_server(server)
+        raise
     _tune_gc()
     sweeper = asyncio.create_task(_sweep_forever(state))
+    log.info("admin listening on %s", ", ".join(admin.addresses))
     log.info("dumbkv %s listening on %s (store %s)", state.version,
              ", ".join(server.addresses), state.store.backend)
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: no new connections")
+        # Readiness first, so the load balancer stops sending; then the data port; the admin
+        # port last, so probes and metrics stay answerable until the very end.
+        state.draining = True
+        log.info("shutting down: unready, no new connections")
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await stop_server(server)
+        await admin.close()
         log.info("stopped")
 
 

@@ -32,6 +32,8 @@ DEFAULT_STORE = "sqlite:///./dumbkv-data/dumbkv.db"
 class Config:
     host: str = "127.0.0.1"
     port: int = 7379
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 7380
     store: str = DEFAULT_STORE
     databases: int = 16
     requirepass: str | None = None
@@ -100,6 +102,8 @@ def seconds(text: str) -> float:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "address to listen on"),
     Setting("port", _port, "RESP port (0 picks a free one and logs it)"),
+    Setting("admin_host", str, "address of the admin HTTP port (health, readiness, metrics)"),
+    Setting("admin_port", _port, "admin HTTP port (0 picks a free one and logs it)"),
     Setting("store", str, "store URL: sqlite:///path/to/file.db or postgresql://user@host/db"),
     Setting("databases", positive_int, "number of databases for SELECT"),
     Setting("requirepass", str, "password clients must send with AUTH (default: none)"),

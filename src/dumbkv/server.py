@@ -72,9 +72,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.connections.add(self)
-        stats = self.state.stats
-        stats.connections_total += 1
-        stats.connections_active += 1
+        self.state.stats.connection_opened()
 
     def eof_received(self) -> bool:
         """The client half-closed (``nc -N``, ``printf ... | nc``): answer everything it sent,
@@ -85,7 +83,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self.state.stats.connections_active -= 1
+        self.state.stats.connection_closed()
         self.transport = None
 
     # ------------------------------------------------------------------ flow control
@@ -111,7 +109,7 @@ class Connection(asyncio.Protocol):
         self._pause("shutdown")
 
     def data_received(self, data: bytes) -> None:
-        self.state.stats.bytes_in += len(data)
+        self.state.stats.received(len(data))
         if self._close_after_flush:
             return
         for argv in self.parser.feed(data):
@@ -121,7 +119,7 @@ class Connection(asyncio.Protocol):
                 break
         else:
             if self.parser.error is not None:
-                self.state.stats.protocol_errors += 1
+                self.state.stats.protocol_error()
                 self._reply_now("protocol", self.parser.error, time.perf_counter())
                 self._close_after_flush = True
         pending = self._pending
@@ -189,7 +187,7 @@ class Connection(asyncio.Protocol):
             self._resume("pipeline")
         if out and self.transport is not None:
             data = b"".join(out) if len(out) > 1 else out[0]
-            self.state.stats.bytes_out += len(data)
+            self.state.stats.sent(len(data))
             self.transport.write(data)
         out.clear()
         if self._close_after_flush and not pending and self.transport is not None:

@@ -11,27 +11,52 @@ from . import __version__
 from .config import Config
 from .crypto import Crypto
 from .errors import Status
+from .metrics import Metrics
 from .store import Store
 
 __all__ = ["ServerState", "Session", "Stats"]
 
 
-@dataclass
 class Stats:
-    """Counters for INFO; the Prometheus metrics hook in at ``record``."""
+    """What the server counts, once: the INFO counters here, and the Prometheus metrics."""
 
-    connections_total: int = 0
-    connections_active: int = 0
-    commands: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[str] = field(default_factory=Counter)
-    protocol_errors: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.connections_total = 0
+        self.connections_active = 0
+        self.commands: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.protocol_errors = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     def record(self, command: str, status: Status, seconds: float) -> None:
-        """Count one reply. ``command`` is a known command name or ``unknown``."""
+        """Count one reply. ``command`` is a known command name, ``unknown`` or ``protocol``."""
         self.commands[command] += 1
         self.statuses[status] += 1
+        self.metrics.command(command, status, seconds)
+
+    def connection_opened(self) -> None:
+        self.connections_total += 1
+        self.connections_active += 1
+        self.metrics.connections.inc()
+        self.metrics.connections_active.inc()
+
+    def connection_closed(self) -> None:
+        self.connections_active -= 1
+        self.metrics.connections_active.dec()
+
+    def received(self, n: int) -> None:
+        self.bytes_in += n
+        self.metrics.bytes_in(n)
+
+    def sent(self, n: int) -> None:
+        self.bytes_out += n
+        self.metrics.bytes_out(n)
+
+    def protocol_error(self) -> None:
+        self.protocol_errors += 1
+        self.metrics.protocol_errors.inc()
 
 
 @dataclass
@@ -39,11 +64,27 @@ class ServerState:
     config: Config
     store: Store
     crypto: Crypto
-    stats: Stats = field(default_factory=Stats)
+    metrics: Metrics
+    stats: Stats = field(init=False)
     started: float = field(default_factory=time.time)
     version: str = __version__
     port: int = 0
+    #: Set at shutdown, before anything else: readiness turns 503.
+    draining: bool = False
+    #: Set while a declared maintenance window is open: readiness turns 503.
+    maintenance: bool = False
+    #: The store's size on disk, refreshed by the sweeper (None until first measured).
+    store_size: int | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.stats = Stats(self.metrics)
+        self.store.observe = self.metrics.store_call
+        backend = self.store.backend
+        self.metrics.add_gauge(
+            "dumbkv_store_size_bytes", "Bytes the store takes on disk.", ["backend"],
+            lambda: {} if self.store_size is None else {(backend,): self.store_size},
+        )
 
     def next_client_id(self) -> int:
         return next(self._ids)

@@ -114,6 +114,15 @@ class Report:
     def exit_code(self) -> int:
         return 0 if self.passed else 1
 
+    def figures(self) -> dict[str, float]:
+        """What the admin port exports as ``dumbkv_crosscheck{figure=...}``."""
+        return {
+            "identical_ratio": self.identical_ratio,
+            "failure_rate_a": self.a.failure_rate,
+            "failure_rate_b": self.b.failure_rate,
+            "failure_rate_difference": self.failure_rate_difference,
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,

@@ -12,6 +12,7 @@ import re
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,6 +142,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=seconds, default=10.0, metavar="SECONDS",
                         help="seconds an operation may take before it counts as a failure "
                              "(default 10)")
+    parser.add_argument("--push", metavar="ADMIN_URL",
+                        help="also send the figures to a running server's admin port "
+                             "(e.g. http://127.0.0.1:7380), which exports them as "
+                             "dumbkv_crosscheck{figure=...}")
 
 
 _USAGE = "usage: dumbkv crosscheck [TARGET_A] [TARGET_B] [-n N] [--seed S] [--json] " \
@@ -188,4 +193,20 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print(report.table())
+    if args.push:
+        try:
+            push_figures(args.push, report.figures())
+        except OSError as exc:
+            print(f"dumbkv crosscheck: could not push to {args.push}: {exc}", file=sys.stderr)
+            return 2
     return report.exit_code
+
+
+def push_figures(admin_url: str, figures: dict[str, float]) -> None:
+    """POST the figures to ``ADMIN_URL/crosscheck`` (the admin port keeps the last ones)."""
+    request = urllib.request.Request(
+        admin_url.rstrip("/") + "/crosscheck", data=json.dumps(figures).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()

@@ -327,6 +327,11 @@ class Store(ABC):
             raise reply
         return removed
 
+    async def size_bytes(self) -> int:
+        """Bytes the store takes on disk (SQLite: file + WAL; PostgreSQL: the table)."""
+        size: int = await self._call("size", self._size_bytes())
+        return size
+
     async def ping(self) -> None:
         """Raise ``StoreError`` unless the backend answers a trivial query in time."""
         await self._call("ping", self._ping())
@@ -363,6 +368,10 @@ class Store(ABC):
     @abstractmethod
     async def _ping(self) -> None:
         """Run a trivial query."""
+
+    @abstractmethod
+    async def _size_bytes(self) -> int:
+        """Bytes on disk."""
 
 
 def _apply(op: KeyOp, view: View) -> Reply:

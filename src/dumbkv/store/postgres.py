@@ -155,6 +155,11 @@ class PostgresStore(Store):
             )
         return int(status.rsplit(" ", 1)[-1])  # "DELETE <n>"
 
+    async def _size_bytes(self) -> int:
+        async with self._connection() as conn:
+            size: int = await conn.fetchval("SELECT pg_total_relation_size('kv')")
+        return size
+
     async def _ping(self) -> None:
         async with self._connection() as conn:
             await conn.fetchval("SELECT 1")

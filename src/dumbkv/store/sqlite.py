@@ -256,7 +256,7 @@ class SQLiteStore(Store):
                 "restart the server to open it again"
             )
 
-    def size_bytes(self) -> int:
+    async def _size_bytes(self) -> int:
         """The database file plus its WAL, in bytes."""
         total = 0
         for suffix in ("", "-wal", "-shm"):

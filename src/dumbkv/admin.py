@@ -1,0 +1,145 @@
+"""The admin HTTP port (aiohttp, on the server's event loop): health, readiness, metrics.
+
+* ``GET /health``: liveness. 200 while the event loop answers; it never touches the store, so
+  a dead database does not get the process restarted.
+* ``GET /ready``: readiness. 200 when the store answers a trivial query within
+  ``READY_TIMEOUT`` and the server is neither draining nor in a maintenance window; otherwise
+  503 with the reasons.
+* ``GET /metrics``: Prometheus text format.
+* ``GET /``: the list of endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .errors import DumbKVError
+from .session import ServerState
+
+__all__ = ["READY_TIMEOUT", "AdminServer", "make_app"]
+
+READY_TIMEOUT = 1.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_STATE = web.AppKey("state", ServerState)
+
+ENDPOINTS = {
+    "/health": "liveness: 200 while the event loop answers (never checks the store)",
+    "/ready": "readiness: 200 when the store answers and the server is not draining",
+    "/metrics": "Prometheus metrics",
+    "POST /crosscheck": "store the figures of `dumbkv crosscheck --push` for /metrics",
+}
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(body), status=status, content_type="application/json")
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every admin request by path (known routes only) and status code."""
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    path = route.canonical if route is not None else "other"
+    code = 500
+    try:
+        response = await handler(request)
+        code = response.status
+        return response
+    except web.HTTPException as exc:
+        code = exc.status
+        raise
+    finally:
+        metrics = request.app[_STATE].metrics
+        metrics.admin_requests.labels(path, str(code)).inc()
+        metrics.admin_duration.labels(path).observe(time.perf_counter() - started)
+
+
+async def _index(request: web.Request) -> web.Response:
+    return _json({"service": "dumbkv", "endpoints": ENDPOINTS})
+
+
+async def _health(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    return _json({
+        "status": "ok",
+        "version": state.version,
+        "backend": state.store.backend,
+        "uptime_seconds": round(time.time() - state.started, 3),
+    })
+
+
+async def _ready(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    reasons = []
+    if state.draining:
+        reasons.append("draining: the server is shutting down")
+    if state.maintenance:
+        reasons.append("maintenance window in progress")
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await state.store.ping()
+    except TimeoutError:
+        reasons.append(f"store did not answer within {READY_TIMEOUT:g}s")
+    except DumbKVError as exc:
+        reasons.append(f"store: {exc.message}")
+    if reasons:
+        return _json({"status": "unready", "reasons": reasons}, status=503)
+    return _json({"status": "ready"})
+
+
+_FIGURES = ("identical_ratio", "failure_rate_a", "failure_rate_b", "failure_rate_difference")
+
+
+async def _crosscheck(request: web.Request) -> web.Response:
+    """``dumbkv crosscheck --push`` sends its figures here; /metrics exports the last ones."""
+    try:
+        body = await request.json()
+        figures = {name: float(body[name]) for name in _FIGURES}
+    except (ValueError, KeyError, TypeError):
+        return _json({"error": f"expected a JSON object with numbers {list(_FIGURES)}"}, 400)
+    gauge = request.app[_STATE].metrics.crosscheck
+    for name, value in figures.items():
+        gauge.labels(name).set(value)
+    return _json({"status": "stored", "figures": figures})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[_STATE].metrics.registry)
+    # The content type goes in the headers: aiohttp refuses a charset in content_type=.
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_app(state: ServerState) -> web.Application:
+    app = web.Application(middlewares=[_observe])
+    app[_STATE] = state
+    app.router.add_get("/", _index)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/ready", _ready)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/crosscheck", _crosscheck)
+    return app
+
+
+class AdminServer:
+    """The admin app on its own port (``--admin-host``/``--admin-port``; port 0 picks one)."""
+
+    def __init__(self, state: ServerState, app: web.Application | None = None) -> None:
+        self.state = state
+        self._runner = web.AppRunner(app or make_app(state), access_log=None)
+        self.addresses: list[str] = []
+
+    async def start(self, host: str, port: int) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        self.addresses = [f"{a[0]}:{a[1]}" for a in self._runner.addresses]
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
