@@ -220,7 +220,8 @@ def store_rows(url: str) -> list[tuple[int, bytes, bytes, int | None]]:
 
 
 class ServerProcess:
-    """``python -m dumbkv serve`` as a child process; the port is read from its log line."""
+    """``python -m dumbkv serve`` as a child process; the port is read from its log line. Its
+    ``--data-dir`` (the availability ledger) is ``data_dir``, never the working directory."""
 
     def __init__(self, data_dir: Path, *extra: str, store: str | None = None) -> None:
         self.data_dir = data_dir
@@ -237,7 +238,7 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
         cmd = [sys.executable, "-m", "dumbkv", "serve", "--host", self.host, "--port", "0",
                "--admin-host", self.host, "--admin-port", "0", "--store", self.store,
-               *self.extra]
+               "--data-dir", str(self.data_dir), *self.extra]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, env=env)
         found = threading.Event()

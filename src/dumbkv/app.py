@@ -1,4 +1,5 @@
-"""The server process: open the store, serve, sweep expired keys, shut down in order.
+"""The server process: open the store, serve, sweep expired keys, keep the availability
+ledger, shut down in order.
 
 Shutdown order on SIGINT/SIGTERM: stop accepting and stop reading from open connections, let
 the commands already read finish (bounded by ``shutdown_timeout``: their writes commit; any not
@@ -20,6 +21,7 @@ from .admin import AdminServer
 from .config import Config
 from .crypto import Crypto
 from .errors import DumbKVError
+from .ledger import BEAT, START, STOP, WINDOWS, Ledger
 from .metrics import Metrics
 from .server import Server
 from .session import ServerState
@@ -44,6 +46,24 @@ async def _sweep_forever(state: ServerState) -> None:
             continue
         if removed:
             log.debug("expiry sweep removed %d keys", removed)
+
+
+async def _heartbeat(ledger: Ledger, interval: float, done: asyncio.Event) -> None:
+    """A ``beat`` record every ``interval`` seconds until ``done`` (the fsync runs in a worker
+    thread, off the event loop). Awaited at shutdown, so no beat lands after ``stop``."""
+    while not done.is_set():
+        try:
+            await asyncio.wait_for(done.wait(), interval)
+        except TimeoutError:
+            try:
+                await asyncio.to_thread(ledger.record, BEAT)
+            except Exception:  # the ledger handles I/O errors; this is a bug: keep beating
+                log.exception("availability ledger heartbeat failed")
+
+
+def open_ledger(config: Config) -> Ledger:
+    """The data directory's availability ledger, read (and repaired if need be)."""
+    return Ledger(config.data_dir, startup_ms=round(config.startup_exclusion * 1000)).open()
 
 
 def _tune_gc() -> None:
@@ -94,14 +114,35 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    admin = AdminServer(state)
+    try:
+        ledger = await asyncio.to_thread(open_ledger, config)
+    except BaseException:
+        await stop_server(server)
+        raise
+    await asyncio.to_thread(ledger.record, START)
+    state.maintenance = ledger.maintenance
+    state.metrics.add_gauge(
+        "dumbkv_availability_ratio",
+        "Share of the window the server was up (the availability ledger: the first seconds "
+        "after each start and maintenance windows excluded), by window: 2h, 7d.",
+        ["window"],
+        lambda: {(label,): ledger.availability(ms) for label, ms in WINDOWS.items()},
+    )
+    admin = AdminServer(state, ledger=ledger)
     try:
         await admin.start(config.admin_host, config.admin_port)
     except BaseException:
         await stop_server(server)
+        await asyncio.to_thread(ledger.record, STOP)
+        ledger.close()
         raise
     _tune_gc()
     sweeper = asyncio.create_task(_sweep_forever(state))
+    heartbeat_done = asyncio.Event()
+    heartbeat = asyncio.create_task(_heartbeat(ledger, config.heartbeat_interval, heartbeat_done))
+    if state.maintenance:
+        log.warning("a maintenance window is open (from before this start): /ready answers "
+                    "503 until it is closed (dumbkv maintenance stop)")
     log.info("admin listening on %s", ", ".join(admin.addresses))
     log.info("dumbkv %s listening on %s (store %s)", state.version,
              ", ".join(server.addresses), state.store.backend)
@@ -115,8 +156,15 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
-        await stop_server(server)
-        await admin.close()
+        heartbeat_done.set()
+        try:
+            await stop_server(server)
+        finally:
+            # Up until here: /health answered throughout. The heartbeat's last fsync first.
+            await asyncio.wait([heartbeat], timeout=config.shutdown_timeout)
+            await asyncio.to_thread(ledger.record, STOP)
+            ledger.close()
+            await admin.close()
         log.info("stopped")
 
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
+import os
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
 
 from . import __version__
 from .config import add_arguments, from_args
 from .crosscheck import add_arguments as add_crosscheck_arguments
 from .logs import setup_logging
+from .slo import add_arguments as add_slo_arguments
 
 __all__ = ["main"]
 
@@ -27,7 +36,116 @@ def _parser() -> argparse.ArgumentParser:
                     "rates within 2 points; 1: not; 2: the run could not start.",
     )
     add_crosscheck_arguments(crosscheck)
+    slo = sub.add_parser(
+        "slo", help="the SLO table of a running server",
+        description="Print each SLO of the sheet for a running server: target, measured value, "
+                    "met / not met and error budget left, from its admin port (since the "
+                    "process started) or from Prometheus (--prometheus, over --window). "
+                    "Exit code 0: every objective with data met; 1: one is not; 2: the source "
+                    "cannot be read.",
+    )
+    add_slo_arguments(slo)
+    maintenance = sub.add_parser(
+        "maintenance", help="open, close or show a maintenance window of a running server",
+        description="Open (start), close (stop) or show (status) the maintenance window of a "
+                    "running server through its admin port. While a window is open /ready "
+                    "answers 503 and the time is left out of availability. Exit code 0: done; "
+                    "1: the server could not be reached or refused.",
+    )
+    _add_maintenance_arguments(maintenance)
     return parser
+
+
+# --------------------------------------------------------------------------- maintenance
+DEFAULT_ADMIN = "http://127.0.0.1:7380"
+_MAINTENANCE = {"start": ("POST", "/maintenance/start"), "stop": ("POST", "/maintenance/stop"),
+                "status": ("GET", "/maintenance")}
+
+
+def _add_maintenance_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=tuple(_MAINTENANCE),
+                        help="start: open a window; stop: close it; status: show it")
+    parser.add_argument("--admin", default=DEFAULT_ADMIN, metavar="URL",
+                        help=f"the server's admin port (default {DEFAULT_ADMIN})")
+    parser.add_argument("--token", default=None,
+                        help="the server's --admin-token (default: $DUMBKV_ADMIN_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="HTTP timeout (default 10)")
+    parser.add_argument("--json", action="store_true", help="print the server's JSON answer")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _admin_request(method: str, url: str, token: str | None,
+                   timeout: float) -> tuple[int, bytes]:
+    """(status, body), error statuses included; proxies apply except to loopback."""
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    host = urllib.parse.urlsplit(url).hostname or ""
+    opener = (urllib.request.build_opener(urllib.request.ProxyHandler({}))
+              if _is_loopback(host) else urllib.request.build_opener())
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def _maintenance(args: argparse.Namespace) -> int:
+    method, path = _MAINTENANCE[args.action]
+    base = args.admin.rstrip("/")
+    if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
+        print(f"dumbkv maintenance: not an http(s) URL: {args.admin!r}", file=sys.stderr)
+        return 1
+    token = args.token if args.token is not None else os.environ.get("DUMBKV_ADMIN_TOKEN")
+    try:
+        status, body = _admin_request(method, base + path, token, args.timeout)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"dumbkv maintenance: cannot reach {base}: {reason}", file=sys.stderr)
+        return 1
+    try:
+        answer: Any = json.loads(body)
+    except ValueError:
+        answer = None
+    if status == 401:
+        print(f"dumbkv maintenance: {base} wants the admin token (--token or "
+              "DUMBKV_ADMIN_TOKEN)" + (": the one given was refused" if token else ""),
+              file=sys.stderr)
+        return 1
+    if status not in (200, 202) or not isinstance(answer, dict) or "maintenance" not in answer:
+        print(f"dumbkv maintenance: {method} {base + path} answered HTTP {status}: "
+              f"{body[:200].decode('utf-8', 'replace')}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer))
+        return 0
+    since = answer.get("since")
+    if answer["maintenance"] and isinstance(since, int):
+        line = f"maintenance window open since {_when(since)}"
+    elif answer["maintenance"]:
+        line = "maintenance window open"
+    else:
+        line = "no maintenance window open"
+    if args.action == "start":
+        line += " (opened now)" if answer.get("changed") else " (it was open already)"
+    elif args.action == "stop":
+        line += " (closed now)" if answer.get("changed") else " (none was open)"
+    print(line)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         from .crosscheck import main as crosscheck
 
         return crosscheck(args)
+    if args.command == "slo":
+        from .slo import main as slo
+
+        return slo(args)
+    if args.command == "maintenance":
+        return _maintenance(args)
     if args.command == "serve":
         from .app import run
 

@@ -20,6 +20,7 @@ __all__ = [
     "add_arguments",
     "from_args",
     "non_negative_int",
+    "non_negative_seconds",
     "positive_int",
     "redact_url",
     "seconds",
@@ -43,6 +44,10 @@ class Config:
     sweep_interval: float = 1.0
     log_level: str = "info"
     log_format: str = "text"
+    data_dir: str = "./dumbkv-data"
+    heartbeat_interval: float = 5.0
+    startup_exclusion: float = 30.0
+    admin_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,13 @@ def seconds(text: str) -> float:
     return value
 
 
+def non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be 0 or more seconds")
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "address to listen on"),
     Setting("port", _port, "RESP port (0 picks a free one and logs it)"),
@@ -113,6 +125,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sweep_interval", seconds, "seconds between sweeps of expired keys"),
     Setting("log_level", str, "log level", ("debug", "info", "warning", "error")),
     Setting("log_format", str, "log line format", ("text", "json")),
+    Setting("data_dir", str, "directory of the availability ledger (availability.log)"),
+    Setting("heartbeat_interval", seconds, "seconds between the ledger's heartbeats"),
+    Setting("startup_exclusion", non_negative_seconds,
+            "seconds after each start left out of the availability figures"),
+    Setting("admin_token", str, "token the admin port's maintenance endpoints require "
+            "(Authorization: Bearer <token>; default: none required)"),
 )
 
 

@@ -21,17 +21,17 @@ def _unknown(argv: list[bytes]) -> CommandError:
 
 
 def lookup(argv: list[bytes]) -> Command:
-    """The command for ``argv``, checked for existence and arity."""
+    """The command for ``argv``; raises for an unknown command."""
     cmd = TABLE.get(argv[0].lower())
     if cmd is None:
         raise _unknown(argv)
-    if not cmd.arity_ok(len(argv)):
-        raise CommandError(f"wrong number of arguments for '{cmd.name}' command")
     return cmd
 
 
 def dispatch(session: Session, cmd: Command, argv: list[bytes]) -> Result:
-    """Run ``cmd``'s handler once authentication allows it."""
+    """Check arity and authentication, then run ``cmd``'s handler."""
+    if not cmd.arity_ok(len(argv)):
+        raise CommandError(f"wrong number of arguments for '{cmd.name}' command")
     if not session.authenticated and "noauth" not in cmd.flags:
         raise AuthError("Authentication required.", prefix="NOAUTH")
     return cmd.handler(session, argv)

@@ -189,7 +189,11 @@ class Store(ABC):
     async def execute(self, op: Op) -> Reply:
         """Queue ``op`` and wait for its reply (errors come back as values, not raised)."""
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self.submit(op, future.set_result)
+        def done(reply: Reply) -> None:
+            if not future.done():  # the waiter may have been cancelled (shutdown)
+                future.set_result(reply)
+
+        self.submit(op, done)
         return await future
 
     async def _run(self) -> None:

@@ -106,8 +106,10 @@ class PostgresStore(Store):
 
     async def _close(self) -> None:
         if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+            # Close first: a connection still held (a readiness check) is released into the
+            # pool it came from, which close() is waiting for.
+            await self._pool.close()
+            self._pool = None
 
     async def _transact(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool

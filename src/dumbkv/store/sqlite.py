@@ -185,14 +185,18 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA busy_timeout=0")  # on the loop: never wait for a lock
         try:
             conn.execute("BEGIN IMMEDIATE")
+            locked = False
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise
-            # Another process holds the write lock: wait for it off the loop.
-            await self._in_thread(lambda c: _write_waiting(c, changes))
-            return
+            locked = True
         finally:
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        if locked:
+            # Another process holds the write lock: wait for it (up to the busy timeout)
+            # off the loop.
+            await self._in_thread(lambda c: _write_waiting(c, changes))
+            return
         try:
             _apply_changes(conn, changes)
         except BaseException:
