@@ -97,10 +97,6 @@ async def _health(request: web.Request) -> web.Response:
 async def _ready(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     reasons = []
-    if state.draining:
-        reasons.append("draining: the server is shutting down")
-    if state.maintenance:
-        reasons.append("maintenance window in progress")
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             await state.store.ping()
@@ -108,6 +104,11 @@ async def _ready(request: web.Request) -> web.Response:
         reasons.append(f"store did not answer within {READY_TIMEOUT:g}s")
     except DumbKVError as exc:
         reasons.append(f"store: {exc.message}")
+    # Checked after the ping: a shutdown that began while it waited must show.
+    if state.draining:
+        reasons.insert(0, "draining: the server is shutting down")
+    if state.maintenance:
+        reasons.insert(0, "maintenance window in progress")
     if reasons:
         return _json({"status": "unready", "reasons": reasons}, status=503)
     return _json({"status": "ready"})
