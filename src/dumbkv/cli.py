@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from . import __version__
 from .config import add_arguments, from_args
 from .crosscheck import add_arguments as add_crosscheck_arguments
+from .httpclient import http_request
 from .logs import setup_logging
 from .slo import add_arguments as add_slo_arguments
 
@@ -74,32 +72,6 @@ def _add_maintenance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the server's JSON answer")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _admin_request(method: str, url: str, token: str | None,
-                   timeout: float) -> tuple[int, bytes]:
-    """(status, body), error statuses included; proxies apply except to loopback."""
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    host = urllib.parse.urlsplit(url).hostname or ""
-    opener = (urllib.request.build_opener(urllib.request.ProxyHandler({}))
-              if _is_loopback(host) else urllib.request.build_opener())
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
-
-
 def _when(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
@@ -112,7 +84,7 @@ def _maintenance(args: argparse.Namespace) -> int:
         return 1
     token = args.token if args.token is not None else os.environ.get("DUMBKV_ADMIN_TOKEN")
     try:
-        status, body = _admin_request(method, base + path, token, args.timeout)
+        status, body = http_request(method, base + path, timeout=args.timeout, token=token)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"dumbkv maintenance: cannot reach {base}: {reason}", file=sys.stderr)

@@ -44,19 +44,18 @@ source cannot be read.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import math
 import re
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from .httpclient import http_request
 
 __all__ = [
     "AVAILABILITY_ALERT",
@@ -356,27 +355,10 @@ def _check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _get(url: str, timeout: float) -> tuple[int, bytes]:
-    """(status, body); an HTTP error status is returned, a failed connection raised. The
-    environment's proxy settings apply, except to loopback addresses."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    opener = (urllib.request.build_opener(urllib.request.ProxyHandler({}))
-              if _is_loopback(host) else urllib.request.build_opener())
+    """(status, body); an HTTP error status is returned, a failed connection raised."""
     try:
-        with opener.open(url, timeout=timeout) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
+        return http_request("GET", url, timeout=timeout)
     except (OSError, ValueError) as exc:  # URLError, refused, timeout, bad port
         reason = getattr(exc, "reason", exc)
         raise SourceError(f"cannot reach {url}: {reason}") from None

@@ -1,0 +1,39 @@
+"""The small HTTP client the command line uses to talk to an admin port or Prometheus."""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.error
+import urllib.parse
+import urllib.request
+
+__all__ = ["http_request", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def http_request(method: str, url: str, *, timeout: float, token: str | None = None,
+                 data: bytes | None = None) -> tuple[int, bytes]:
+    """(status, body); an HTTP error status is returned, a failed connection raised
+    (``OSError``/``ValueError``). Proxy settings apply, except to loopback addresses."""
+    if data is None and method == "POST":
+        data = b""
+    request = urllib.request.Request(url, method=method, data=data)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    host = urllib.parse.urlsplit(url).hostname or ""
+    opener = (urllib.request.build_opener(urllib.request.ProxyHandler({}))
+              if is_loopback(host) else urllib.request.build_opener())
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
