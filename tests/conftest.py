@@ -25,9 +25,10 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 from postgres import INSTALL_HINT, Cluster, PgConn, Postgres, find_bindir
@@ -217,6 +218,23 @@ def store_rows(url: str) -> list[tuple[int, bytes, bytes, int | None]]:
     """Every row at rest in the store at ``url``, as (db, id, value, expires_at)."""
     with StoreSQL(url) as sql:
         return sql.rows()
+
+
+T = TypeVar("T")
+
+
+def poll_until(what: str, probe: Callable[[], T | None], timeout: float,
+               interval: float = 0.02) -> T:
+    """Poll ``probe`` until it returns something truthy, and return that; bounded. For
+    conditions that no event announces (a heartbeat on disk, a scrape in Prometheus)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)  # a polling interval, not a synchronisation
 
 
 class ServerProcess:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import RawClient, ServerProcess, StoreSQL, enc
+from conftest import RawClient, ServerProcess, StoreSQL, enc, poll_until
 from postgres import Cluster, PgConn
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
@@ -69,15 +69,7 @@ def get_json(url: str) -> tuple[int, Any]:
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll ``probe`` until it returns something truthy, and return that; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)  # a polling interval, not a synchronisation
+    return poll_until(what, probe, timeout, 0.02)
 
 
 class Scrape:

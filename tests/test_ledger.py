@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import ServerProcess, sqlite_url
+from conftest import ServerProcess, poll_until, sqlite_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -81,15 +81,7 @@ def http(method: str, url: str, token: str | None = None) -> tuple[int, dict[str
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
-    """Poll ``probe`` until it returns something truthy, and return that; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)  # a polling interval, not a synchronisation
+    return poll_until(what, probe, timeout, 0.02)
 
 
 def line(kind: str, ms: int) -> bytes:

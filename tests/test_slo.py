@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import RawClient, ServerProcess, StoreSQL, call, require_tool
+from conftest import RawClient, ServerProcess, StoreSQL, call, poll_until, require_tool
 from postgres import free_port
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
@@ -90,15 +90,7 @@ def http(method: str, url: str, body: Any = None) -> tuple[int, bytes]:
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll ``probe`` until it returns something truthy, and return that; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)  # a polling interval, not a synchronisation
+    return poll_until(what, probe, timeout, 0.1)
 
 
 def ledger_availability(server: ServerProcess) -> dict[str, float | None] | None:
