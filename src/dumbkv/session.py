@@ -85,6 +85,10 @@ class ServerState:
             "dumbkv_store_size_bytes", "Bytes the store takes on disk.", ["backend"],
             lambda: {} if self.store_size is None else {(backend,): self.store_size},
         )
+        self.metrics.add_gauge(
+            "dumbkv_maintenance", "1 while a declared maintenance window is open, else 0.", [],
+            lambda: {(): 1.0 if self.maintenance else 0.0},
+        )
 
     def next_client_id(self) -> int:
         return next(self._ids)
