@@ -19,9 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +27,7 @@ from typing import Any, TypeVar
 import pytest
 from conftest import RawClient, ServerProcess, StoreSQL, call, poll_until, require_tool
 from postgres import free_port
+from prometheus import http, running_prometheus
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from dumbkv.slo import budget_at_least, budget_below, histogram_quantile
@@ -38,8 +36,6 @@ Factory = type[ServerProcess]
 T = TypeVar("T")
 
 CLI_TIMEOUT = 60.0
-HTTP_TIMEOUT = 10.0
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 only
 
 
 # =========================================================================== helpers
@@ -75,18 +71,6 @@ def admin_slo(server: ServerProcess, *args: str) -> Slo:
     assert result.code in (0, 1), result.stdout + result.stderr
     result.check_exit_code()
     return result
-
-
-def http(method: str, url: str, body: Any = None) -> tuple[int, bytes]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with _OPENER.open(request, timeout=HTTP_TIMEOUT) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
@@ -460,65 +444,6 @@ def test_availability_falls_back_to_the_gauge_then_to_no_data() -> None:
 
 
 # =========================================================================== Prometheus
-class Prometheus:
-    """A real Prometheus in a temporary directory, scraping one admin port every second."""
-
-    def __init__(self, binary: str, root: Path, target: str) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = root / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: dumbkv\n    scrape_interval: 1s\n"
-            f"    scrape_timeout: 1s\n    static_configs:\n      - targets: ['{target}']\n"
-        )
-        self.log = (root / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=root,
-        )
-
-    def wait_ready(self) -> bool:
-        """True once ready; False when it exited because its port was taken meanwhile."""
-
-        def ready() -> str | None:
-            if self.proc.poll() is not None:
-                if "address already in use" in self.output():
-                    return "port taken"
-                raise AssertionError("Prometheus exited:\n" + self.output())
-            try:
-                return "ready" if http("GET", self.url + "/-/ready")[0] == 200 else None
-            except OSError:
-                return None
-
-        return wait_for("Prometheus to be ready", ready) == "ready"
-
-    def query(self, promql: str) -> dict[str, float]:
-        """An instant query: {label values joined by ',': value}."""
-        status, body = http("GET", self.url + "/api/v1/query?"
-                            + urllib.parse.urlencode({"query": promql}))
-        answer = json.loads(body)
-        assert status == 200 and answer["status"] == "success", answer
-        return {",".join(r["metric"].values()): float(r["value"][1])
-                for r in answer["data"]["result"]}
-
-    def output(self) -> str:
-        self.log.flush()
-        return (self.root / "prometheus.log").read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
 @pytest.fixture
 def prometheus_binary() -> str:
     return require_tool("prometheus", "apt-get install prometheus")
@@ -531,20 +456,7 @@ def test_prometheus_mode_matches_the_traffic(
 ) -> None:
     server = server_factory(tmp_path, "--store-timeout", "0.5").start()
     target = f"127.0.0.1:{server.admin_port}"
-    for attempt in range(3):  # another program may take the free port before Prometheus does
-        prom_dir = tmp_path / f"prometheus-{attempt}"
-        prom_dir.mkdir()
-        prom = Prometheus(prometheus_binary, prom_dir, target)
-        try:
-            if prom.wait_ready():
-                break
-        except BaseException:
-            prom.stop()
-            raise
-        prom.stop()
-    else:
-        raise AssertionError("Prometheus found no free port in 3 attempts")
-    try:
+    with running_prometheus(prometheus_binary, tmp_path, target) as prom:
         counts = "sum by (status) (dumbkv_commands_total)"
         raw = RawClient(server.address)
         try:
@@ -611,5 +523,3 @@ def test_prometheus_mode_matches_the_traffic(
         # A selector that matches nothing: Prometheus has no DumbKV there, which is exit 2.
         none = Slo("--prometheus", prom.url, "--window", "5m", "--selector", 'job="other"')
         assert none.code == 2 and "is it scraping" in none.stderr, none.stderr
-    finally:
-        prom.stop()
