@@ -7,10 +7,18 @@ The tree::
     │   ├── ProtocolError       malformed request bytes; the connection is closed after the reply
     │   ├── CommandError        unknown command, wrong arity, syntax, not an integer, ...
     │   └── AuthError           ``-NOAUTH`` / ``-WRONGPASS``
-    └── ServerError             DumbKV's fault ("5xx"); status ``server_error``;
-        │                       wire prefix ``-SERVERERR``
-        ├── StoreError          the backend failed or timed out
-        └── IntegrityError      a stored value failed authentication (tampered or swapped row)
+    ├── ServerError             DumbKV's fault ("5xx"); status ``server_error``;
+    │   │                       wire prefix ``-SERVERERR``
+    │   ├── StoreError          the backend failed or timed out
+    │   └── IntegrityError      a stored value failed authentication (tampered or swapped row)
+    └── ConnectionError         client side only: no connection, or it broke (also a builtin
+        │                       ``ConnectionError``, so ``except OSError`` catches it)
+        ├── TimeoutError        no connection or no reply in time (also a builtin
+        │                       ``TimeoutError``)
+        └── InvalidReplyError   the server's bytes could not be parsed as a reply
+
+The client (``dumbkv.client``) raises an error reply as the class its prefix maps to
+(``dumbkv.client.errormap``); the last three are raised by the client alone, never sent.
 
 A reply's wire form is ``-<PREFIX> <message>``. ``status`` is the one place that decides how a
 reply counts for the SLOs: ``ok`` (no error), ``client_error`` (excluded from the error-rate
@@ -19,6 +27,7 @@ SLO) or ``server_error``. Messages never contain a key or a value.
 
 from __future__ import annotations
 
+import builtins
 from typing import ClassVar, Literal
 
 Status = Literal["ok", "client_error", "server_error"]
@@ -27,12 +36,15 @@ __all__ = [
     "AuthError",
     "ClientError",
     "CommandError",
+    "ConnectionError",
     "DumbKVError",
     "IntegrityError",
+    "InvalidReplyError",
     "ProtocolError",
     "ServerError",
     "Status",
     "StoreError",
+    "TimeoutError",
 ]
 
 
@@ -88,6 +100,20 @@ class StoreError(ServerError):
 
 class IntegrityError(ServerError):
     """A stored value could not be authenticated: the row was tampered with or swapped."""
+
+
+class ConnectionError(DumbKVError, builtins.ConnectionError):
+    """Client side: the connection could not be made, or it broke. When it broke after a
+    command was sent, that command's outcome is unknown; the client never resends it."""
+
+
+class TimeoutError(ConnectionError, builtins.TimeoutError):
+    """Client side: no connection within the connect timeout, no reply within the command
+    timeout, or no free pooled connection in time. A connection that timed out is closed."""
+
+
+class InvalidReplyError(ConnectionError):
+    """Client side: the server sent bytes that are not a RESP reply; the connection is closed."""
 
 
 SYNTAX = "syntax error"

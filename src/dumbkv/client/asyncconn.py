@@ -1,0 +1,86 @@
+"""One asyncio connection to the server and what it has been told."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import socket
+from collections.abc import Sequence
+
+from ..errors import ConnectionError, DumbKVError, TimeoutError
+from ..resp import ClientReply
+from .core import LinkState, Request, parse_replies
+
+__all__ = ["AsyncConnection"]
+
+
+class AsyncConnection:
+    """A stream pair to the server and its ``LinkState``; not shared between tasks."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.link = LinkState()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a socket is open (it may still be stale: see ``is_stale``)."""
+        return self.writer is not None
+
+    async def open(self, timeout: float | None) -> None:
+        """Connect; ``ConnectionError`` / ``TimeoutError`` on failure."""
+        try:
+            async with asyncio.timeout(timeout):
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        except builtins.TimeoutError:
+            raise TimeoutError(f"could not connect to {self.host}:{self.port} within "
+                               f"{timeout:g}s") from None
+        except OSError as exc:
+            raise ConnectionError(f"could not connect to {self.host}:{self.port}: "
+                                  f"{exc.strerror or exc}") from None
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.link = LinkState()
+
+    def is_stale(self) -> bool:
+        """Whether an idle connection is unusable: the server closed or reset it, or sent
+        bytes nobody asked for. Checked before sending, so nothing is lost by reconnecting."""
+        reader, writer = self.reader, self.writer
+        if reader is None or writer is None:
+            return True
+        return (writer.is_closing() or reader.at_eof() or reader.exception() is not None
+                or bool(getattr(reader, "_buffer", b"")))
+
+    async def roundtrip(self, requests: Sequence[Request],
+                        timeout: float | None) -> list[ClientReply]:
+        """Send every request in one write, then read one reply each, within ``timeout``."""
+        assert self.reader is not None and self.writer is not None
+        link = self.link
+        try:
+            async with asyncio.timeout(timeout):
+                self.writer.write(b"".join(request.encode() for request in requests))
+                await self.writer.drain()
+                while len(link.pending) < len(requests):
+                    data = await self.reader.read(65536)
+                    if not data:
+                        raise ConnectionError("the server closed the connection")
+                    parse_replies(link, data)
+        except DumbKVError:
+            raise
+        except builtins.TimeoutError:
+            raise TimeoutError(f"no reply within {timeout:g}s") from None
+        except OSError as exc:
+            raise ConnectionError(f"connection to {self.host}:{self.port} broke: "
+                                  f"{exc.strerror or exc}") from None
+        replies = link.pending[: len(requests)]
+        del link.pending[: len(requests)]
+        return replies
+
+    def close(self) -> None:
+        """Close the socket (idempotent); the transport finishes closing in the loop."""
+        writer, self.writer, self.reader = self.writer, None, None
+        if writer is not None:
+            writer.close()

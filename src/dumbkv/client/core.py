@@ -1,0 +1,154 @@
+"""What the sync and asyncio clients share apart from socket I/O: settings, the state of one
+connection, what to send after (re)connecting, what a reply changes, and finishing a reply."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from ..errors import DumbKVError, InvalidReplyError, ProtocolError
+from ..resp import ClientReply, ErrorReply, ReplyParser, encode_command
+from .convert import Converter, ok
+from .errormap import error_from_reply
+from .url import DEFAULT_HOST, DEFAULT_PORT, parse_url
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "ClientBase", "LinkState", "Request", "finish",
+           "finish_in_place", "first_error", "parse_replies"]
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+Arg = bytes | str | int | float
+
+
+@dataclass
+class LinkState:
+    """What one connection has been told: its database and password, and its reply parser."""
+
+    db: int = 0
+    password: str | None = None
+    parser: ReplyParser = field(default_factory=ReplyParser)
+    pending: list[ClientReply] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One command: its arguments and the converter of its reply."""
+
+    args: tuple[Arg, ...]
+    converter: Converter
+
+    def encode(self) -> bytes:
+        return encode_command(self.args)  # type: ignore[arg-type]  # floats become str()
+
+
+def parse_replies(link: LinkState, data: bytes) -> None:
+    """Feed received bytes to the connection's parser; unparseable bytes raise
+    ``InvalidReplyError`` (the connection is then unusable)."""
+    try:
+        link.pending.extend(link.parser.feed(data))
+    except (ProtocolError, ValueError, IndexError) as exc:
+        raise InvalidReplyError(f"unreadable reply from the server: {exc}") from None
+
+
+def finish(reply: ClientReply, converter: Converter, decode: bool) -> Any:
+    """The value of one reply: an error reply raises its mapped exception."""
+    if isinstance(reply, ErrorReply):
+        raise error_from_reply(reply)
+    return converter(reply, decode)
+
+
+def finish_in_place(replies: Sequence[ClientReply], requests: Sequence[Request],
+                    decode: bool) -> list[Any]:
+    """A pipeline's results: each value, or the exception instance where a command failed."""
+    results: list[Any] = []
+    for reply, request in zip(replies, requests, strict=True):
+        try:
+            results.append(finish(reply, request.converter, decode))
+        except (DumbKVError, ValueError) as exc:
+            results.append(exc)
+    return results
+
+
+def first_error(results: Sequence[Any]) -> BaseException | None:
+    """The first exception in a pipeline's results, if any."""
+    return next((item for item in results if isinstance(item, BaseException)), None)
+
+
+class ClientBase:
+    """Settings and state shared by ``Client`` and ``AsyncClient``."""
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        db: int = 0,
+        password: str | None = None,
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float | None = None,
+        decode_responses: bool = False,
+    ) -> None:
+        #: Server address.
+        self.host = host
+        self.port = port
+        #: The database the client is in: every (re)connection is switched to it.
+        self.db = db
+        #: The password every (re)connection authenticates with (``None``: no ``AUTH``).
+        self.password = password
+        #: Seconds to connect (and authenticate / select); ``None`` waits forever.
+        self.connect_timeout = connect_timeout
+        #: Seconds for one command's (or pipeline's) reply; ``None`` waits forever.
+        self.timeout = timeout
+        #: Bulk strings come back as ``str`` (UTF-8) instead of ``bytes``.
+        self.decode_responses = decode_responses
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Self:
+        """A client for ``dumbkv://[:password@]host[:port][/db]``; keyword arguments are
+        passed on (``timeout``, ``decode_responses``, ...) and override the URL's."""
+        address = parse_url(url)
+        settings: dict[str, Any] = {"db": address.db, "password": address.password}
+        settings.update(kwargs)
+        return cls(address.host, address.port, **settings)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.host}:{self.port} db={self.db}>"
+
+    # ---------------------------------------------------------------- sans-IO steps
+    def prelude(self, link: LinkState) -> list[Request]:
+        """Commands that bring a connection to the client's password and database, sent and
+        answered before any command of the caller."""
+        requests = []
+        if self.password is not None and link.password != self.password:
+            requests.append(Request(("AUTH", self.password), ok))
+        if link.db != self.db:
+            requests.append(Request(("SELECT", self.db), ok))
+        return requests
+
+    def check_prelude(self, link: LinkState, requests: Sequence[Request],
+                      replies: Sequence[ClientReply]) -> None:
+        """Raise the first failed prelude reply (e.g. ``AuthError`` for a wrong password)."""
+        for request, reply in zip(requests, replies, strict=True):
+            finish(reply, request.converter, False)
+            self.observe(link, request.args, reply)
+
+    def observe(self, link: LinkState, args: Sequence[Arg], reply: ClientReply) -> None:
+        """A successful ``SELECT`` or ``AUTH`` moves the client (and the connection) there."""
+        if reply != "OK" or not args:
+            return
+        name = _text(args[0]).upper()
+        if name == "SELECT" and len(args) == 2:
+            link.db = self.db = int(_text(args[1]))
+        elif name == "AUTH" and len(args) in (2, 3):
+            link.password = self.password = _text(args[-1])
+
+
+    def observe_all(self, link: LinkState, requests: Sequence[Request],
+                    replies: Sequence[ClientReply]) -> None:
+        """``observe`` every reply of a round trip, in order."""
+        for request, reply in zip(requests, replies, strict=True):
+            self.observe(link, request.args, reply)
+
+
+def _text(arg: Arg) -> str:
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)

@@ -1,0 +1,190 @@
+"""The blocking client: one socket, reconnected on demand."""
+
+from __future__ import annotations
+
+import builtins
+import select
+import socket
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from ..errors import ConnectionError, DumbKVError, TimeoutError
+from ..resp import ClientReply
+from .commands import Commands, Value
+from .convert import Converter, raw
+from .core import ClientBase, LinkState, Request, finish, parse_replies
+from .pipeline import PipelineBase
+
+__all__ = ["Client", "Pipeline"]
+
+
+class Connection:
+    """One socket to the server and what it has been told (``LinkState``)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.link = LinkState()
+
+    def open(self, timeout: float | None) -> None:
+        """Connect; ``ConnectionError`` / ``TimeoutError`` on failure."""
+        try:
+            self.sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        except builtins.TimeoutError:
+            raise TimeoutError(f"could not connect to {self.host}:{self.port} within "
+                               f"{timeout:g}s") from None
+        except OSError as exc:
+            raise ConnectionError(f"could not connect to {self.host}:{self.port}: "
+                                  f"{exc.strerror or exc}") from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.link = LinkState()
+
+    def is_stale(self) -> bool:
+        """Whether an idle connection is unusable: the server closed or reset it, or sent
+        bytes nobody asked for. Checked before sending, so nothing is lost by reconnecting."""
+        if self.sock is None:
+            return True
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def roundtrip(self, requests: Sequence[Request], timeout: float | None) -> list[ClientReply]:
+        """Send every request in one write, then read one reply each, within ``timeout``."""
+        assert self.sock is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        link = self.link
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.sendall(b"".join(request.encode() for request in requests))
+            while len(link.pending) < len(requests):
+                if deadline is not None:
+                    self.sock.settimeout(max(deadline - time.monotonic(), 1e-6))
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("the server closed the connection")
+                parse_replies(link, data)
+        except DumbKVError:
+            raise
+        except builtins.TimeoutError:
+            raise TimeoutError(f"no reply within {timeout:g}s") from None
+        except OSError as exc:
+            raise ConnectionError(f"connection to {self.host}:{self.port} broke: "
+                                  f"{exc.strerror or exc}") from None
+        replies = link.pending[: len(requests)]
+        del link.pending[: len(requests)]
+        return replies
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
+class Client(ClientBase, Commands):
+    """Blocking DumbKV client over one connection.
+
+    ``Client(host="127.0.0.1", port=7379, *, db=0, password=None, connect_timeout=5.0,
+    timeout=None, decode_responses=False)`` or ``Client.from_url("dumbkv://...")``. It
+    connects on first use (or ``connect()``), and after a dropped connection reconnects on the
+    next command, re-sending ``AUTH`` and ``SELECT``. A command whose connection broke after it
+    was sent raises ``ConnectionError`` and is never resent. Not thread-safe.
+    """
+
+    _conn: Connection | None = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None or (self._conn.host, self._conn.port) != (self.host, self.port):
+            self.close()
+            self._conn = Connection(self.host, self.port)
+        return self._conn
+
+    def connect(self) -> None:
+        """Connect (and authenticate, select) now unless connected; ``ConnectionError``,
+        ``TimeoutError`` or ``AuthError`` on failure. Idempotent."""
+        conn = self._connection()
+        if conn.sock is not None and conn.is_stale():
+            conn.close()
+        if conn.sock is None:
+            conn.open(self.connect_timeout)
+        prelude = self.prelude(conn.link)
+        if prelude:
+            try:
+                replies = conn.roundtrip(prelude, self.connect_timeout)
+                self.check_prelude(conn.link, prelude, replies)
+            except BaseException:
+                conn.close()
+                raise
+
+    def _roundtrip(self, requests: Sequence[Request]) -> list[ClientReply]:
+        self.connect()
+        conn = self._connection()
+        try:
+            replies = conn.roundtrip(requests, self.timeout)
+        except BaseException:
+            conn.close()
+            raise
+        self.observe_all(conn.link, requests, replies)
+        return replies
+
+    def _execute(self, converter: Converter, *args: Value) -> Any:
+        reply = self._roundtrip([Request(args, converter)])[0]
+        return finish(reply, converter, self.decode_responses)
+
+    def execute_raw(self, *args: bytes | str | int) -> ClientReply:
+        """Send one command; return its reply exactly as ``resp.ReplyParser`` produced it:
+        an error reply is returned as ``resp.ErrorReply``, not raised. ``ConnectionError`` /
+        ``TimeoutError`` on I/O failure. A successful ``SELECT``/``AUTH`` moves the client."""
+        return self._roundtrip([Request(args, raw)])[0]
+
+    def pipeline(self) -> Pipeline:
+        """A pipeline on this client's connection (see ``Pipeline``)."""
+        return Pipeline(self)
+
+    def close(self) -> None:
+        """Close the connection; a later command opens a new one."""
+        if self._conn is not None:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Pipeline(PipelineBase):
+    """Commands queued on a ``Client`` and sent in one write by ``execute()``::
+
+        with client.pipeline() as p:
+            p.set("a", 1)
+            p.incr("a")
+            results = p.execute()   # [True, 2]
+    """
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client.decode_responses)
+        self._client = client
+
+    def execute(self, raise_on_error: bool = False) -> list[Any]:
+        """Send the queue in one write and return one result per command, in order; a failed
+        command's exception is its result (``raise_on_error=True`` raises the first one after
+        every reply was read). ``ConnectionError`` if the connection breaks: nothing resent."""
+        requests = self._take()
+        if not requests:
+            return []
+        replies = self._client._roundtrip(requests)
+        return self._results(requests, replies, raise_on_error)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.reset()
