@@ -15,6 +15,7 @@ from .config import add_arguments, from_args
 from .crosscheck import add_arguments as add_crosscheck_arguments
 from .httpclient import http_request
 from .logs import setup_logging
+from .shell.options import add_arguments as add_shell_arguments
 from .slo import add_arguments as add_slo_arguments
 
 __all__ = ["main"]
@@ -51,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
                     "1: the server could not be reached or refused.",
     )
     _add_maintenance_arguments(maintenance)
+    shell = sub.add_parser(
+        "cli", help="an interactive shell like redis-cli", add_help=False,
+        description="Talk to a running server like redis-cli: an interactive shell with "
+                    "history, one command (dumbkv cli SET a b), or one command per line from "
+                    "stdin. Exit code 0; 1: the server could not be reached, or (-e) an error "
+                    "reply.",
+    )
+    add_shell_arguments(shell)
     return parser
 
 
@@ -132,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         return slo(args)
     if args.command == "maintenance":
         return _maintenance(args)
+    if args.command == "cli":
+        from .shell.main import main as shell
+
+        return shell(args)
     if args.command == "serve":
         from .app import run
 
