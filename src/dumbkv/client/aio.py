@@ -93,7 +93,7 @@ class AsyncClient(ClientBase, Commands):
     async def close(self) -> None:
         """Close every idle pooled connection (one in use closes when its command ends); a
         later command opens new ones."""
-        self.pool.close()
+        await self.pool.close()
 
     async def __aenter__(self) -> Self:
         return self

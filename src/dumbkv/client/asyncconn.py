@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import socket
 from collections.abc import Sequence
 
 from ..errors import ConnectionError, DumbKVError, TimeoutError
 from ..resp import ClientReply
-from .core import LinkState, Request, parse_replies
+from .core import LinkState, Request, os_reason, parse_replies
+from .idle import peer_spoke
 
 __all__ = ["AsyncConnection"]
 
@@ -23,6 +25,7 @@ class AsyncConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.link = LinkState()
+        self._closing: asyncio.StreamWriter | None = None
 
     @property
     def connected(self) -> bool:
@@ -39,7 +42,7 @@ class AsyncConnection:
                                f"{timeout:g}s") from None
         except OSError as exc:
             raise ConnectionError(f"could not connect to {self.host}:{self.port}: "
-                                  f"{exc.strerror or exc}") from None
+                                  f"{os_reason(exc)}") from None
         sock = self.writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -51,8 +54,9 @@ class AsyncConnection:
         reader, writer = self.reader, self.writer
         if reader is None or writer is None:
             return True
+        sock = writer.get_extra_info("socket")
         return (writer.is_closing() or reader.at_eof() or reader.exception() is not None
-                or bool(getattr(reader, "_buffer", b"")))
+                or bool(getattr(reader, "_buffer", b"")) or sock is None or peer_spoke(sock))
 
     async def roundtrip(self, requests: Sequence[Request],
                         timeout: float | None) -> list[ClientReply]:
@@ -74,7 +78,7 @@ class AsyncConnection:
             raise TimeoutError(f"no reply within {timeout:g}s") from None
         except OSError as exc:
             raise ConnectionError(f"connection to {self.host}:{self.port} broke: "
-                                  f"{exc.strerror or exc}") from None
+                                  f"{os_reason(exc)}") from None
         replies = link.pending[: len(requests)]
         del link.pending[: len(requests)]
         return replies
@@ -84,3 +88,12 @@ class AsyncConnection:
         writer, self.writer, self.reader = self.writer, None, None
         if writer is not None:
             writer.close()
+            self._closing = writer
+
+    async def wait_closed(self) -> None:
+        """Wait until the transport closed after ``close()`` (errors ignored)."""
+        writer, self._closing = self._closing, None
+        if writer is not None:
+            with contextlib.suppress(OSError, builtins.TimeoutError):
+                async with asyncio.timeout(5):
+                    await writer.wait_closed()

@@ -3,6 +3,7 @@ connection, what to send after (re)connecting, what a reply changes, and finishi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -14,7 +15,7 @@ from .errormap import error_from_reply
 from .url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "ClientBase", "LinkState", "Request", "finish",
-           "finish_in_place", "first_error", "parse_replies"]
+           "finish_in_place", "first_error", "os_reason", "parse_replies"]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 Arg = bytes | str | int | float
@@ -48,6 +49,12 @@ def parse_replies(link: LinkState, data: bytes) -> None:
         link.pending.extend(link.parser.feed(data))
     except (ProtocolError, ValueError, IndexError) as exc:
         raise InvalidReplyError(f"unreadable reply from the server: {exc}") from None
+
+
+def os_reason(exc: OSError) -> str:
+    """A socket error in words, e.g. ``Connection refused`` (asyncio's own message for a
+    failed connect is replaced by the errno's text)."""
+    return os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
 
 
 def finish(reply: ClientReply, converter: Converter, decode: bool) -> Any:

@@ -67,9 +67,10 @@ class ConnectionPool:
             else:
                 self._slots.put_nowait(conn)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close every idle connection; one in use is closed when it is given back."""
         self._generation += 1
+        closed: list[AsyncConnection] = []
         while True:
             try:
                 conn = self._slots.get_nowait()
@@ -78,5 +79,8 @@ class ConnectionPool:
             if conn is not None:
                 conn.close()
                 self._live.discard(conn)
+                closed.append(conn)
         for _ in range(self.max_connections - len(self._live)):
             self._slots.put_nowait(None)
+        for conn in closed:
+            await conn.wait_closed()

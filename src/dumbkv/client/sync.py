@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import select
 import socket
 import time
 from collections.abc import Sequence
@@ -14,7 +13,8 @@ from ..errors import ConnectionError, DumbKVError, TimeoutError
 from ..resp import ClientReply
 from .commands import Commands, Value
 from .convert import Converter, raw
-from .core import ClientBase, LinkState, Request, finish, parse_replies
+from .core import ClientBase, LinkState, Request, finish, os_reason, parse_replies
+from .idle import peer_spoke
 from .pipeline import PipelineBase
 
 __all__ = ["Client", "Pipeline"]
@@ -38,20 +38,14 @@ class Connection:
                                f"{timeout:g}s") from None
         except OSError as exc:
             raise ConnectionError(f"could not connect to {self.host}:{self.port}: "
-                                  f"{exc.strerror or exc}") from None
+                                  f"{os_reason(exc)}") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.link = LinkState()
 
     def is_stale(self) -> bool:
         """Whether an idle connection is unusable: the server closed or reset it, or sent
         bytes nobody asked for. Checked before sending, so nothing is lost by reconnecting."""
-        if self.sock is None:
-            return True
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
+        return self.sock is None or peer_spoke(self.sock)
 
     def roundtrip(self, requests: Sequence[Request], timeout: float | None) -> list[ClientReply]:
         """Send every request in one write, then read one reply each, within ``timeout``."""
@@ -74,7 +68,7 @@ class Connection:
             raise TimeoutError(f"no reply within {timeout:g}s") from None
         except OSError as exc:
             raise ConnectionError(f"connection to {self.host}:{self.port} broke: "
-                                  f"{exc.strerror or exc}") from None
+                                  f"{os_reason(exc)}") from None
         replies = link.pending[: len(requests)]
         del link.pending[: len(requests)]
         return replies
