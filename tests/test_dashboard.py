@@ -135,10 +135,13 @@ def test_every_selected_name_exists() -> None:
 
 
 def test_every_dumbkv_query_selects_the_dumbkv_job() -> None:
+    """Metrics by the instances chosen; recording rules (aggregated by job) by job alone."""
     for title, expr in queries(load()):
         for selector in re.findall(r"\b(?:dumbkv_\w+|process_\w+|up)\{[^}]*\}", expr):
             assert 'job="dumbkv"' in selector and 'instance=~"$instance"' in selector, (
                 title, selector)
+        rules = re.findall(r"\bdumbkv:\w+:\w+(\{[^}]*\})?", expr)
+        assert all(selector == '{job="dumbkv"}' for selector in rules), (title, rules)
 
 
 def test_name_extraction_sees_through_promql() -> None:
@@ -167,8 +170,10 @@ def test_latency_panel_draws_the_slo_and_alert_lines() -> None:
 
 
 SECTIONS: dict[str, Callable[[Panel], bool]] = {
-    "availability (7 d SLO 95 %)": lambda p: uses(p, "dumbkv_availability_ratio")
+    "availability (7 d SLO 95 %)": lambda p: uses(p, "dumbkv:availability:ratio_7d")
     and 0.95 in threshold_values(p),
+    "availability alert line (2 h, 90 %)": lambda p: uses(p, "dumbkv:availability:ratio_2h")
+    and 0.9 in threshold_values(p),
     "availability error budget": lambda p: "budget" in p["title"].lower()
     and "availab" in p["title"].lower(),
     "server-error budget": lambda p: "budget" in p["title"].lower()
@@ -176,8 +181,10 @@ SECTIONS: dict[str, Callable[[Panel], bool]] = {
     "latency P50/P90/P99 by command": lambda p: uses(p, "histogram_quantile(0.99,", "command")
     and uses(p, "histogram_quantile(0.5,", "command"),
     "ops/s by status class": lambda p: uses(p, "by(status)", "dumbkv_commands_total"),
-    "server-error rate": lambda p: uses(p, 'status="server_error"')
-    and 0.05 in threshold_values(p),
+    "server-error rate": lambda p: uses(p, "dumbkv:sli_errors:ratio_rate5m")
+    and uses(p, 'status="client_error"') and {0.05, 0.1} <= threshold_values(p),
+    "budget burn rates": lambda p: uses(p, "dumbkv:sli_errors:ratio_rate1h")
+    and uses(p, "dumbkv:sli_latency_over_1s:ratio_rate") and 13.44 in threshold_values(p),
     "connections": lambda p: uses(p, "dumbkv_connections_active"),
     "DB query time by backend": lambda p: uses(p, "dumbkv_store_query_duration_seconds_bucket",
                                                "backend"),
