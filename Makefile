@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench rules clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,18 +22,24 @@ run: $(VENV)/.installed-run
 	$(BIN)/dumbkv serve $(ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench k8s/tools
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench k8s/tools
 	$(BIN)/mypy
 	$(BIN)/pytest $(ARGS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/compare.py $(ARGS)
+
+# The plain Prometheus rules file (the PrometheusRule's .spec) for promtool or a plain Prometheus.
+rules: $(VENV)/.installed-test
+	mkdir -p build
+	$(BIN)/python k8s/tools/extract_rules.py k8s/base/prometheusrule.yaml > build/dumbkv-rules.yaml
+	@echo "wrote build/dumbkv-rules.yaml"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
