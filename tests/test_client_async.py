@@ -239,6 +239,7 @@ async def test_connection_refused() -> None:
             await client.ping()
         assert not isinstance(caught.value, dumbkv.TimeoutError)
         assert isinstance(caught.value, ConnectionError)  # also the builtin
+        assert caught.value.reason == "Connection refused"  # without the address
 
 
 async def test_no_retry_after_send() -> None:

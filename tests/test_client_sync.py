@@ -231,6 +231,7 @@ def test_connection_refused() -> None:
             client.ping()
         assert not isinstance(caught.value, dumbkv.TimeoutError)
         assert isinstance(caught.value, ConnectionError)  # also the builtin
+        assert caught.value.reason == "Connection refused"  # without the address
 
 
 def test_no_retry_after_send() -> None:

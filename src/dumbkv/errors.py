@@ -104,7 +104,12 @@ class IntegrityError(ServerError):
 
 class ConnectionError(DumbKVError, builtins.ConnectionError):
     """Client side: the connection could not be made, or it broke. When it broke after a
-    command was sent, that command's outcome is unknown; the client never resends it."""
+    command was sent, that command's outcome is unknown; the client never resends it.
+    ``reason`` is the failure alone in words (``Connection refused``), without the address."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class TimeoutError(ConnectionError, builtins.TimeoutError):

@@ -8,9 +8,9 @@ import contextlib
 import socket
 from collections.abc import Sequence
 
-from ..errors import ConnectionError, DumbKVError, TimeoutError
+from ..errors import ConnectionError, DumbKVError
 from ..resp import ClientReply
-from .core import LinkState, Request, os_reason, parse_replies
+from .core import LinkState, Request, connect_failed, link_failed, parse_replies
 from .idle import peer_spoke
 
 __all__ = ["AsyncConnection"]
@@ -37,12 +37,8 @@ class AsyncConnection:
         try:
             async with asyncio.timeout(timeout):
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        except builtins.TimeoutError:
-            raise TimeoutError(f"could not connect to {self.host}:{self.port} within "
-                               f"{timeout:g}s") from None
         except OSError as exc:
-            raise ConnectionError(f"could not connect to {self.host}:{self.port}: "
-                                  f"{os_reason(exc)}") from None
+            raise connect_failed(self.host, self.port, exc, timeout) from None
         sock = self.writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -74,11 +70,8 @@ class AsyncConnection:
                     parse_replies(link, data)
         except DumbKVError:
             raise
-        except builtins.TimeoutError:
-            raise TimeoutError(f"no reply within {timeout:g}s") from None
         except OSError as exc:
-            raise ConnectionError(f"connection to {self.host}:{self.port} broke: "
-                                  f"{os_reason(exc)}") from None
+            raise link_failed(self.host, self.port, exc, timeout) from None
         replies = link.pending[: len(requests)]
         del link.pending[: len(requests)]
         return replies

@@ -3,19 +3,27 @@ connection, what to send after (re)connecting, what a reply changes, and finishi
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from ..errors import DumbKVError, InvalidReplyError, ProtocolError
+from ..errors import (
+    ConnectionError,
+    DumbKVError,
+    InvalidReplyError,
+    ProtocolError,
+    TimeoutError,
+)
 from ..resp import ClientReply, ErrorReply, ReplyParser, encode_command
 from .convert import Converter, ok
 from .errormap import error_from_reply
 from .url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "ClientBase", "LinkState", "Request", "finish",
-           "finish_in_place", "first_error", "os_reason", "parse_replies"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "ClientBase", "LinkState", "Request", "connect_failed",
+           "finish", "finish_in_place", "first_error", "link_failed", "os_reason",
+           "parse_replies"]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 Arg = bytes | str | int | float
@@ -55,6 +63,24 @@ def os_reason(exc: OSError) -> str:
     """A socket error in words, e.g. ``Connection refused`` (asyncio's own message for a
     failed connect is replaced by the errno's text)."""
     return os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+
+
+def connect_failed(host: str, port: int, exc: OSError, timeout: float | None) -> ConnectionError:
+    """The error for a connection that could not be made (``TimeoutError`` when it timed
+    out), the same for the sync and the asyncio client."""
+    if isinstance(exc, builtins.TimeoutError):
+        return TimeoutError(f"could not connect to {host}:{port} within {timeout:g}s",
+                            reason="timed out")
+    reason = os_reason(exc)
+    return ConnectionError(f"could not connect to {host}:{port}: {reason}", reason=reason)
+
+
+def link_failed(host: str, port: int, exc: OSError, timeout: float | None) -> ConnectionError:
+    """The error for a connection that broke or timed out while a command was in flight."""
+    if isinstance(exc, builtins.TimeoutError):
+        return TimeoutError(f"no reply within {timeout:g}s", reason="timed out")
+    reason = os_reason(exc)
+    return ConnectionError(f"connection to {host}:{port} broke: {reason}", reason=reason)
 
 
 def finish(reply: ClientReply, converter: Converter, decode: bool) -> Any:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import builtins
 import socket
 import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from ..errors import ConnectionError, DumbKVError, TimeoutError
+from ..errors import ConnectionError, DumbKVError
 from ..resp import ClientReply
 from .commands import Commands, Value
 from .convert import Converter, raw
-from .core import ClientBase, LinkState, Request, finish, os_reason, parse_replies
+from .core import ClientBase, LinkState, Request, connect_failed, finish, link_failed, parse_replies
 from .idle import peer_spoke
 from .pipeline import PipelineBase
 
@@ -33,12 +32,8 @@ class Connection:
         """Connect; ``ConnectionError`` / ``TimeoutError`` on failure."""
         try:
             self.sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        except builtins.TimeoutError:
-            raise TimeoutError(f"could not connect to {self.host}:{self.port} within "
-                               f"{timeout:g}s") from None
         except OSError as exc:
-            raise ConnectionError(f"could not connect to {self.host}:{self.port}: "
-                                  f"{os_reason(exc)}") from None
+            raise connect_failed(self.host, self.port, exc, timeout) from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.link = LinkState()
 
@@ -64,11 +59,8 @@ class Connection:
                 parse_replies(link, data)
         except DumbKVError:
             raise
-        except builtins.TimeoutError:
-            raise TimeoutError(f"no reply within {timeout:g}s") from None
         except OSError as exc:
-            raise ConnectionError(f"connection to {self.host}:{self.port} broke: "
-                                  f"{os_reason(exc)}") from None
+            raise link_failed(self.host, self.port, exc, timeout) from None
         replies = link.pending[: len(requests)]
         del link.pending[: len(requests)]
         return replies

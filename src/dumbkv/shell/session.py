@@ -23,14 +23,9 @@ Outcome = Literal["ok", "error", "failed"]
 _IO_ERRORS = (DumbKVConnectionError, DumbKVTimeoutError)
 
 
-def reason(exc: BaseException) -> str:
-    """The operating system's words for a failure (``Connection refused``) when it has some."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror:
-            return seen.strerror
-        seen = seen.__cause__ or seen.__context__
-    return str(exc) or type(exc).__name__
+def reason(exc: DumbKVConnectionError) -> str:
+    """The failure alone in words (``Connection refused``), as redis-cli prints it."""
+    return exc.reason
 
 
 class Session:
