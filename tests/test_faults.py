@@ -1,14 +1,17 @@
-"""SQLite I/O faults: a full disk answers server errors, keeps serving, and loses nothing."""
+"""Store faults: a full disk answers server errors, keeps serving, and loses nothing; a store
+that cannot be opened at start ends the process with one clear line."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_ALL, RawClient, ServerProcess
+from conftest import REQUIRE_ALL, RawClient, ServerProcess, StoreSQL
 
 
 @pytest.fixture
@@ -69,3 +72,41 @@ def test_full_disk_gives_server_errors_and_keeps_acknowledged_writes(
     assert check.read_reply() == value
     check.close()
     assert again.stop() == 0
+
+
+def _serve_once(data_dir: Path, store: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+    return subprocess.run(
+        [sys.executable, "-m", "dumbkv", "serve", "--port", "0", "--admin-port", "0",
+         "--store", store, "--data-dir", str(data_dir), *flags],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+
+
+@pytest.mark.backends("sqlite")
+def test_start_with_the_database_locked_fails_with_one_clear_line(
+    server_factory: type[ServerProcess], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path).start()  # creates the database and its schema
+    assert server.stop() == 0
+    with StoreSQL(server.store) as other, other.write_lock():
+        done = _serve_once(tmp_path, server.store, "--store-timeout", "1")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("dumbkv: cannot open the store sqlite:"), done.stderr
+    assert "did not answer within 1s" in last
+
+
+def test_start_with_the_database_unreachable_fails_with_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = _serve_once(tmp_path, f"postgresql://trainee:s3cret-pw@127.0.0.1:{port}/kv",
+                       "--store-timeout", "2")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "s3cret-pw" not in done.stderr  # the password is redacted
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == (f"dumbkv: cannot open the store postgresql://trainee:***@127.0.0.1:{port}/kv:"
+                    " postgres backend error (ConnectionRefusedError)"), done.stderr

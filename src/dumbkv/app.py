@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 from . import __version__
 from .admin import AdminServer
-from .config import Config
+from .config import Config, redact_url
 from .crypto import Crypto
-from .errors import DumbKVError
+from .errors import DumbKVError, StoreError
 from .ledger import BEAT, START, STOP, WINDOWS, Ledger
 from .metrics import Metrics
 from .server import Server
@@ -80,7 +80,11 @@ async def start_server(config: Config) -> Server:
     """Open the store for ``config`` and start listening: a running server without the
     process's extras (signals, the expiry sweeper). ``crosscheck`` runs its targets so."""
     store = create_store(config.store, timeout=config.store_timeout)
-    await store.open()
+    try:
+        await store.open()
+    except DumbKVError as exc:
+        raise StoreError(f"cannot open the store {redact_url(config.store)}: "
+                         f"{exc.message}") from None
     secret = config.secret.encode() if config.secret else None
     metrics = Metrics(store.backend, __version__)
     server = Server(ServerState(config=config, store=store, crypto=Crypto(secret), metrics=metrics))

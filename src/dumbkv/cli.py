@@ -13,6 +13,7 @@ from typing import Any
 from . import __version__
 from .config import add_arguments, from_args
 from .crosscheck import add_arguments as add_crosscheck_arguments
+from .errors import DumbKVError
 from .httpclient import http_request
 from .logs import setup_logging
 from .shell.options import add_arguments as add_shell_arguments
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             run(config)
         except KeyboardInterrupt:
             pass
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, DumbKVError) as exc:
             print(f"dumbkv: {exc}", file=sys.stderr)
             return 1
     return 0

@@ -159,7 +159,17 @@ class Store(ABC):
 
     # ----------------------------------------------------------------- lifecycle
     async def open(self) -> None:
-        await self._call("open", self._open())
+        """Open the backend; on failure (an error, or no answer within the timeout) release
+        what was opened, so no worker is left behind, and raise ``StoreError``."""
+        try:
+            await self._call("open", self._open())
+        except BaseException:
+            try:
+                await self._close()
+            except Exception as exc:  # the first failure is the one to report
+                log.warning("%s backend: closing after a failed open: %s", self.backend,
+                            type(exc).__name__)
+            raise
 
     async def close(self) -> None:
         """Finish queued operations, then close the backend."""
