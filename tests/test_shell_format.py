@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dumbkv.resp import ClientReply, ErrorReply, ReplyParser
-from dumbkv.shell.format import format_reply, pretty, raw, repr_bulk
+from dumbkv.resp import ClientReply, ErrorReply, ReplyParser, quote
+from dumbkv.shell.format import format_reply, pretty, raw
 
 
 @pytest.mark.parametrize(("data", "shown"), [
@@ -20,7 +20,7 @@ from dumbkv.shell.format import format_reply, pretty, raw, repr_bulk
     (b"~ !", b'"~ !"'),
 ])
 def test_bulk_strings_are_quoted_and_escaped_like_redis_cli(data: bytes, shown: bytes) -> None:
-    assert repr_bulk(data) == shown
+    assert quote(data) == shown
     assert pretty(data) == shown + b"\n"
     assert raw(data) == data + b"\n"
 

@@ -36,6 +36,7 @@ __all__ = [
     "encode",
     "encode_command",
     "encode_inline",
+    "quote",
     "split_inline",
     "strict_int",
 ]
@@ -261,22 +262,30 @@ def encode_command(args: Iterable[bytes | str | int]) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(parts)
 
 
-def _quote(arg: bytes) -> bytes:
+_REPR_ESCAPES = {0x5C: b"\\\\", 0x22: b'\\"', 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t",
+                 0x07: b"\\a", 0x08: b"\\b"}
+
+
+def quote(data: bytes) -> bytes:
+    """``data`` in double quotes as Redis's sdscatrepr writes it (``"a\\x00b\\n"``): printable
+    ASCII as is, named escapes for \\ " \\n \\r \\t \\a \\b, ``\\xHH`` for the rest. What redis-cli
+    shows for a bulk string, and what ``split_inline`` reads back exactly."""
     out = bytearray(b'"')
-    for c in arg:
-        if c in (34, 92):
-            out += b"\\%c" % c
-        elif 32 <= c < 127:
-            out.append(c)
+    for byte in data:
+        escaped = _REPR_ESCAPES.get(byte)
+        if escaped is not None:
+            out += escaped
+        elif 0x20 <= byte < 0x7F:
+            out.append(byte)
         else:
-            out += b"\\x%02x" % c
-    out.append(34)
+            out += b"\\x%02x" % byte
+    out.append(0x22)
     return bytes(out)
 
 
 def encode_inline(args: Iterable[bytes]) -> bytes:
     """Encode a request as one inline line that ``split_inline`` reads back exactly."""
-    return b" ".join(_quote(arg) for arg in args) + _CRLF
+    return b" ".join(quote(arg) for arg in args) + _CRLF
 
 
 # --------------------------------------------------------------------------- client side

@@ -8,9 +8,9 @@ import contextlib
 import socket
 from collections.abc import Sequence
 
-from ..errors import ConnectionError, DumbKVError
+from ..errors import DumbKVError
 from ..resp import ClientReply
-from .core import LinkState, Request, connect_failed, link_failed, parse_replies
+from .core import LinkState, Request, connect_failed, link_failed, parse_replies, take_replies
 from .idle import peer_spoke
 
 __all__ = ["AsyncConnection"]
@@ -65,16 +65,12 @@ class AsyncConnection:
                 await self.writer.drain()
                 while len(link.pending) < len(requests):
                     data = await self.reader.read(65536)
-                    if not data:
-                        raise ConnectionError("the server closed the connection")
                     parse_replies(link, data)
         except DumbKVError:
             raise
         except OSError as exc:
             raise link_failed(self.host, self.port, exc, timeout) from None
-        replies = link.pending[: len(requests)]
-        del link.pending[: len(requests)]
-        return replies
+        return take_replies(link, len(requests))
 
     def close(self) -> None:
         """Close the socket (idempotent); the transport finishes closing in the loop."""

@@ -23,7 +23,7 @@ from .url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "ClientBase", "LinkState", "Request", "connect_failed",
            "finish", "finish_in_place", "first_error", "link_failed", "os_reason",
-           "parse_replies"]
+           "parse_replies", "take_replies"]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 Arg = bytes | str | int | float
@@ -52,11 +52,21 @@ class Request:
 
 def parse_replies(link: LinkState, data: bytes) -> None:
     """Feed received bytes to the connection's parser; unparseable bytes raise
-    ``InvalidReplyError`` (the connection is then unusable)."""
+    ``InvalidReplyError`` (the connection is then unusable), no bytes (the server closed the
+    connection) ``ConnectionError``."""
+    if not data:
+        raise ConnectionError("the server closed the connection")
     try:
         link.pending.extend(link.parser.feed(data))
     except (ProtocolError, ValueError, IndexError) as exc:
         raise InvalidReplyError(f"unreadable reply from the server: {exc}") from None
+
+
+def take_replies(link: LinkState, count: int) -> list[ClientReply]:
+    """The first ``count`` replies received, removed from the connection's queue."""
+    replies = link.pending[:count]
+    del link.pending[:count]
+    return replies
 
 
 def os_reason(exc: OSError) -> str:

@@ -8,11 +8,20 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from ..errors import ConnectionError, DumbKVError
+from ..errors import DumbKVError
 from ..resp import ClientReply
 from .commands import Commands, Value
 from .convert import Converter, raw
-from .core import ClientBase, LinkState, Request, connect_failed, finish, link_failed, parse_replies
+from .core import (
+    ClientBase,
+    LinkState,
+    Request,
+    connect_failed,
+    finish,
+    link_failed,
+    parse_replies,
+    take_replies,
+)
 from .idle import peer_spoke
 from .pipeline import PipelineBase
 
@@ -54,16 +63,12 @@ class Connection:
                 if deadline is not None:
                     self.sock.settimeout(max(deadline - time.monotonic(), 1e-6))
                 data = self.sock.recv(65536)
-                if not data:
-                    raise ConnectionError("the server closed the connection")
                 parse_replies(link, data)
         except DumbKVError:
             raise
         except OSError as exc:
             raise link_failed(self.host, self.port, exc, timeout) from None
-        replies = link.pending[: len(requests)]
-        del link.pending[: len(requests)]
-        return replies
+        return take_replies(link, len(requests))
 
     def close(self) -> None:
         """Close the socket (idempotent)."""

@@ -8,28 +8,11 @@ reply, final newline included, as bytes: a bulk string may hold any byte.
 
 from __future__ import annotations
 
-from ..resp import ClientReply, ErrorReply
+from ..resp import ClientReply, ErrorReply, quote
 
-__all__ = ["format_reply", "pretty", "raw", "repr_bulk"]
+__all__ = ["format_reply", "pretty", "raw"]
 
-_NAMED_ESCAPES = {0x5C: b"\\\\", 0x22: b'\\"', 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t",
-                  0x07: b"\\a", 0x08: b"\\b"}
 _EMPTY = {list: b"(empty array)\n", dict: b"(empty hash)\n"}
-
-
-def repr_bulk(data: bytes) -> bytes:
-    """A bulk string quoted like redis-cli (sdscatrepr in the C locale): ``"a\\x00b"``."""
-    out = bytearray(b'"')
-    for byte in data:
-        escaped = _NAMED_ESCAPES.get(byte)
-        if escaped is not None:
-            out += escaped
-        elif 0x20 <= byte < 0x7F:
-            out.append(byte)
-        else:
-            out += b"\\x%02x" % byte
-    out.append(0x22)
-    return bytes(out)
 
 
 def _text(value: str) -> bytes:
@@ -48,7 +31,7 @@ def _scalar(reply: ClientReply) -> bytes | None:
     if isinstance(reply, str):
         return _text(reply) + b"\n"
     if isinstance(reply, bytes):
-        return repr_bulk(reply) + b"\n"
+        return quote(reply) + b"\n"
     if reply is None:
         return b"(nil)\n"
     if isinstance(reply, bool):
