@@ -54,6 +54,12 @@ def require_tool(name: str, install_hint: str) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """The real Prometheus server (Debian's package ``prometheus``)."""
+    return require_tool("prometheus", "apt-get install prometheus")
+
+
 def require_pg_bindir() -> Path:
     """PostgreSQL's server binaries; skip (or fail under DUMBKV_REQUIRE_ALL=1) without them."""
     bindir = find_bindir()

@@ -11,8 +11,6 @@ import os
 import shlex
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +18,11 @@ from pathlib import Path
 from conftest import poll_until
 
 from dumbkv.config import SETTINGS
+from dumbkv.httpclient import http_request
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 START_TIMEOUT = 30.0
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 only
 
 
 def setting_envs() -> set[str]:
@@ -34,12 +32,7 @@ def setting_envs() -> set[str]:
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """GET ``url``: (status, body), also for 4xx/5xx answers."""
-    try:
-        with _OPENER.open(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
+    return http_request("GET", url, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- Dockerfile

@@ -22,22 +22,16 @@ from typing import Any
 from conftest import poll_until
 from postgres import free_port
 
+from dumbkv.httpclient import http_request
+
 HTTP_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 only
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, bytes]:
     """One HTTP request (a JSON body when given); (status, body) also for 4xx/5xx answers."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with _OPENER.open(request, timeout=HTTP_TIMEOUT) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
+    return http_request(method, url, timeout=HTTP_TIMEOUT, data=data)
 
 
 class Prometheus:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import ServerProcess, poll_until, require_tool
+from conftest import ServerProcess, poll_until
 from dashboard import ROOT, RULES, label_values, load, metric_names, queries, substitute
 from prometheus import Prometheus, http, running_prometheus
 
@@ -85,10 +85,6 @@ def rules_health(prom: Prometheus) -> dict[str, str]:
             health[rule["name"]] = rule["health"]
     return health
 
-
-@pytest.fixture
-def prometheus_binary() -> str:
-    return require_tool("prometheus", "apt-get install prometheus")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import RawClient, ServerProcess, StoreSQL, call, poll_until, require_tool
+from conftest import RawClient, ServerProcess, StoreSQL, call, poll_until
 from postgres import free_port
 from prometheus import http, running_prometheus
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -444,10 +444,6 @@ def test_availability_falls_back_to_the_gauge_then_to_no_data() -> None:
 
 
 # =========================================================================== Prometheus
-@pytest.fixture
-def prometheus_binary() -> str:
-    return require_tool("prometheus", "apt-get install prometheus")
-
 
 @pytest.mark.slow
 @pytest.mark.backends("sqlite")
