@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import resource
 import socket
 import threading
 from collections.abc import Callable, Iterator
+
+import pytest
 
 from dumbkv.resp import Parser
 
@@ -142,3 +146,24 @@ def full_backlog() -> Iterator[tuple[str, int]]:
     finally:
         filler.close()
         listener.close()
+
+
+@contextlib.contextmanager
+def many_open_files(lowest_free: int = 1100) -> Iterator[None]:
+    """Hold open files until the lowest free descriptor is at least ``lowest_free`` (past
+    ``select``'s 1024 limit), raising the soft file limit for the block if needed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = lowest_free + 200
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the hard open-file limit ({hard}) is below {wanted}")
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < lowest_free - 1:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

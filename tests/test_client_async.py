@@ -17,6 +17,7 @@ from client_fakes import (
     first_breaks_then_pong,
     full_backlog,
     garbage_reply,
+    many_open_files,
     read_one_then_close,
     silent_listener,
 )
@@ -260,6 +261,13 @@ async def test_reconnect_after_broken_connection() -> None:
             assert await client.ping() is True
         assert peer.connections == 2
         assert peer.commands == [[b"PING"]] * 3
+
+
+async def test_same_connection_with_many_open_files(client: dumbkv.AsyncClient) -> None:
+    with many_open_files():
+        first = await client.client_id()
+        assert await client.ping() is True
+        assert await client.client_id() == first  # the idle check did not reconnect
 
 
 async def test_invalid_reply() -> None:

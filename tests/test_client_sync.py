@@ -15,6 +15,7 @@ from client_fakes import (
     first_breaks_then_pong,
     full_backlog,
     garbage_reply,
+    many_open_files,
     read_one_then_close,
     silent_listener,
 )
@@ -252,6 +253,13 @@ def test_reconnect_after_broken_connection() -> None:
             assert client.ping() is True
         assert peer.connections == 2
         assert peer.commands == [[b"PING"]] * 3
+
+
+def test_same_connection_with_many_open_files(client: dumbkv.Client) -> None:
+    with many_open_files():
+        first = client.client_id()
+        assert client.ping() is True
+        assert client.client_id() == first  # the idle check did not reconnect
 
 
 def test_invalid_reply() -> None:
