@@ -3,7 +3,8 @@
 The history file is ``$DUMBKV_CLI_HISTFILE``, else ``~/.dumbkv_history``; ``/dev/null`` or an
 empty value turns it off. It is read at start and written after every line (so it survives a
 crash) and on exit, readable by its owner only. Lines that carry a password (``AUTH``,
-``HELLO ... AUTH``, ``MIGRATE ... AUTH``, ``ACL SETUSER``) are not kept.
+``HELLO ... AUTH``, ``MIGRATE ... AUTH``, ``ACL SETUSER``, ``CONFIG SET requirepass``) are not
+kept, however the command name is quoted.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+from ..errors import ProtocolError
+from ..resp import split_inline
 from .options import HISTORY_ENV
 from .session import Session
 
 __all__ = ["history_path", "interactive", "is_sensitive"]
 
 _SLOW = 0.5  # seconds: redis-cli shows the time a command took from here on
+# CONFIG SET parameters whose value is a secret (redis-cli keeps them out of its history).
+_SECRET_PARAMETERS = frozenset({"requirepass", "masterauth", "masteruser",
+                                "tls-key-file-pass", "tls-client-key-file-pass"})
 
 
 def history_path() -> Path | None:
@@ -33,12 +39,21 @@ def history_path() -> Path | None:
 
 
 def is_sensitive(line: str) -> bool:
-    """True for a line that carries a password and must stay out of the history."""
-    words = line.lower().split()
+    """True for a line that carries a password and must stay out of the history: its words
+    are read with the server's quoting (``"auth" pw`` is ``AUTH pw``), as redis-cli does;
+    a line with unbalanced quotes is read as words between spaces and quote marks."""
+    data = line.encode("utf-8", "surrogateescape")
+    try:
+        argv = split_inline(data)
+    except ProtocolError:
+        argv = data.replace(b'"', b" ").replace(b"'", b" ").split()
+    words = [arg.decode("utf-8", "replace").lower() for arg in argv]
     if not words:
         return False
     if words[0] == "auth" or words[:2] == ["acl", "setuser"]:
         return True
+    if words[:2] == ["config", "set"]:
+        return bool(_SECRET_PARAMETERS & set(words[2::2]))
     return words[0] in ("hello", "migrate") and bool({"auth", "auth2"} & set(words[1:]))
 
 
