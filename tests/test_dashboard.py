@@ -144,6 +144,17 @@ def test_every_dumbkv_query_selects_the_dumbkv_job() -> None:
         assert all(selector == '{job="dumbkv"}' for selector in rules), (title, rules)
 
 
+def test_container_usage_is_read_from_cadvisor_only() -> None:
+    """The kubelet's /metrics/resource exports the same usage names without an ``image`` label;
+    a Prometheus that scrapes both would double the CPU and memory lines without image!=""."""
+    selectors = [selector for _title, expr in queries(load()) for selector in re.findall(
+        r"\b(?:container_cpu_usage_seconds_total|container_memory_working_set_bytes)\{[^}]*\}",
+        expr)]
+    assert len(selectors) >= 4, selectors
+    for selector in selectors:
+        assert 'image!=""' in selector and 'container="dumbkv"' in selector, selector
+
+
 def test_name_extraction_sees_through_promql() -> None:
     expr = ('sum by (status, le) (rate(a_total{x="b_c", y=~"$d"}[5m] offset 1h)) / '
             'on(instance) group_left(pod) max without (z) (b:rule:ratio) or vector(0) '

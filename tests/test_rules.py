@@ -110,6 +110,8 @@ MUTANTS: dict[str, Callable[[str], str]] = {
         "dumbkv:maintenance:active == 1", "dumbkv:maintenance:active == 42"),
     # Thresholds a little too strict: the "must not fire" cases at the limits must catch it.
     "looser inconsistency limit": lambda text: text.replace("< 0.99", "<= 0.99"),
+    # Usage counted from cAdvisor and the kubelet's /metrics/resource at once.
+    "container usage counted twice": lambda text: text.replace(',image!=""', ""),
 }
 
 
@@ -215,6 +217,16 @@ def test_no_rule_counts_client_errors_as_errors() -> None:
         assert status, f"a selector of dumbkv_commands_total without status: {selector}"
         assert set(status.group(2).split("|")) <= {"ok", "server_error"}, selector
     assert not any("client_error" in r["expr"] for r in rules())
+
+
+def test_container_usage_is_read_from_cadvisor_only() -> None:
+    """image!="" drops the kubelet's /metrics/resource copies (no image label) of the usage."""
+    text = extract_rules.plain_rules(SOURCE)
+    selectors = re.findall(
+        r"\b(?:container_cpu_usage_seconds_total|container_memory_working_set_bytes)\{[^}]*\}",
+        text)
+    assert len(selectors) == 2, selectors
+    assert all('image!=""' in selector for selector in selectors), selectors
 
 
 def test_every_dumbkv_selector_is_scoped_to_the_job() -> None:
