@@ -27,7 +27,7 @@ from dumbkv.config import SETTINGS, Config
 
 K8S = REPO / "k8s"
 OVERLAYS = ("sqlite", "postgres")
-COMPONENTS = ("resp-loadbalancer", "kube-prometheus-stack")
+COMPONENTS = ("resp-loadbalancer", "kube-prometheus-stack", "kube-prometheus")
 # The oldest Kubernetes minor still commonly run, and the newest the schemas know.
 K8S_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 CRD_GROUPS = ("monitoring.coreos.com",)
@@ -157,6 +157,36 @@ def test_components_build_and_validate(tmp_path: Path) -> None:
     for kind in ("ServiceMonitor", "PrometheusRule"):
         assert one(objs, kind, "dumbkv")["metadata"]["labels"]["release"] == \
             "kube-prometheus-stack"
+    # kube-prometheus: its Prometheus (ServiceAccount monitoring/prometheus-k8s) may discover
+    # the Service's endpoints and pods in DumbKV's namespace.
+    role = one(objs, "Role", "dumbkv-prometheus-k8s")
+    granted = {(group, resource) for rule in role["rules"]
+               if {"get", "list", "watch"} <= set(rule["verbs"])
+               for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert {("", "services"), ("", "endpoints"), ("", "pods"),
+            ("discovery.k8s.io", "endpointslices")} <= granted
+    binding = one(objs, "RoleBinding", "dumbkv-prometheus-k8s")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "dumbkv-prometheus-k8s"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus-k8s",
+                                    "namespace": "monitoring"}]
+
+
+def test_kube_prometheus_rbac_survives_a_namespace(tmp_path: Path) -> None:
+    """A user's ``namespace:`` moves the Role and RoleBinding, not Prometheus's account."""
+    root = tmp_path / "ns"
+    root.mkdir()
+    rel = lambda path: os.path.relpath(path, root)  # noqa: E731 (kustomize wants relative)
+    (root / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "namespace": "kv", "resources": [rel(K8S / "overlays" / "sqlite")],
+        "components": [rel(K8S / "components" / "kube-prometheus")],
+    }))
+    objs = kustomize(root)
+    binding = one(objs, "RoleBinding", "dumbkv-prometheus-k8s")
+    assert binding["metadata"]["namespace"] == "kv"
+    assert one(objs, "Role", "dumbkv-prometheus-k8s")["metadata"]["namespace"] == "kv"
+    assert binding["subjects"][0]["namespace"] == "monitoring"
 
 
 # --------------------------------------------------------------------------- the pod
