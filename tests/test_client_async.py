@@ -270,6 +270,20 @@ async def test_same_connection_with_many_open_files(client: dumbkv.AsyncClient) 
         assert await client.client_id() == first  # the idle check did not reconnect
 
 
+async def test_threads_share_one_client(server: ServerProcess) -> None:
+    # asyncio's form of sharing: tasks on one client (two pooled connections).
+    async with dumbkv.AsyncClient(*server.address, timeout=10, max_connections=2) as client:
+        async def worker(i: int) -> None:
+            for j in range(100):
+                value = f"{i}-{j}".encode()
+                assert await client.set(f"t{i}", value) is True
+                assert await client.get(f"t{i}") == value
+
+        await asyncio.gather(*(worker(i) for i in range(8)))
+        assert await client.mget(*(f"t{i}" for i in range(8))) == [
+            f"{i}-99".encode() for i in range(8)]
+
+
 async def test_invalid_reply() -> None:
     with fake_peer(garbage_reply) as peer:
         async with dumbkv.AsyncClient(*peer.address, timeout=5) as client:

@@ -4,6 +4,7 @@ misbehave on purpose. tests/test_client_async.py has the same tests for dumbkv.A
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -260,6 +261,25 @@ def test_same_connection_with_many_open_files(client: dumbkv.Client) -> None:
         first = client.client_id()
         assert client.ping() is True
         assert client.client_id() == first  # the idle check did not reconnect
+
+
+def test_threads_share_one_client(client: dumbkv.Client) -> None:
+    mixed: list[object] = []
+
+    def worker(i: int) -> None:
+        for j in range(100):
+            value = f"{i}-{j}".encode()
+            if client.set(f"t{i}", value) is not True or client.get(f"t{i}") != value:
+                mixed.append((i, j))
+                return
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert mixed == []  # every thread read its own replies
+    assert client.mget(*(f"t{i}" for i in range(8))) == [f"{i}-99".encode() for i in range(8)]
 
 
 def test_invalid_reply() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -144,6 +145,8 @@ class ClientBase:
         self.timeout = timeout
         #: Bulk strings come back as ``str`` (UTF-8) instead of ``bytes``.
         self.decode_responses = decode_responses
+        # The blocking client's turn-taking: one thread at a time on its connection.
+        self._lock = threading.RLock()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Self:

@@ -53,16 +53,17 @@ class Connection:
 
     def roundtrip(self, requests: Sequence[Request], timeout: float | None) -> list[ClientReply]:
         """Send every request in one write, then read one reply each, within ``timeout``."""
-        assert self.sock is not None
+        sock = self.sock  # close() from another thread makes the next call fail: OSError
+        assert sock is not None
         deadline = None if timeout is None else time.monotonic() + timeout
         link = self.link
         try:
-            self.sock.settimeout(timeout)
-            self.sock.sendall(b"".join(request.encode() for request in requests))
+            sock.settimeout(timeout)
+            sock.sendall(b"".join(request.encode() for request in requests))
             while len(link.pending) < len(requests):
                 if deadline is not None:
-                    self.sock.settimeout(max(deadline - time.monotonic(), 1e-6))
-                data = self.sock.recv(65536)
+                    sock.settimeout(max(deadline - time.monotonic(), 1e-6))
+                data = sock.recv(65536)
                 parse_replies(link, data)
         except DumbKVError:
             raise
@@ -84,7 +85,8 @@ class Client(ClientBase, Commands):
     timeout=None, decode_responses=False)`` or ``Client.from_url("dumbkv://...")``. It
     connects on first use (or ``connect()``), and after a dropped connection reconnects on the
     next command, re-sending ``AUTH`` and ``SELECT``. A command whose connection broke after it
-    was sent raises ``ConnectionError`` and is never resent. Not thread-safe.
+    was sent raises ``ConnectionError`` and is never resent. Thread-safe: threads sharing a client
+    take turns, one command (or pipeline) at a time on its one connection.
     """
 
     _conn: Connection | None = None
@@ -98,30 +100,32 @@ class Client(ClientBase, Commands):
     def connect(self) -> None:
         """Connect (and authenticate, select) now unless connected; ``ConnectionError``,
         ``TimeoutError`` or ``AuthError`` on failure. Idempotent."""
-        conn = self._connection()
-        if conn.sock is not None and conn.is_stale():
-            conn.close()
-        if conn.sock is None:
-            conn.open(self.connect_timeout)
-        prelude = self.prelude(conn.link)
-        if prelude:
+        with self._lock:
+            conn = self._connection()
+            if conn.sock is not None and conn.is_stale():
+                conn.close()
+            if conn.sock is None:
+                conn.open(self.connect_timeout)
+            prelude = self.prelude(conn.link)
+            if prelude:
+                try:
+                    replies = conn.roundtrip(prelude, self.connect_timeout)
+                    self.check_prelude(conn.link, prelude, replies)
+                except BaseException:
+                    conn.close()
+                    raise
+
+    def _roundtrip(self, requests: Sequence[Request]) -> list[ClientReply]:
+        with self._lock:
+            self.connect()
+            conn = self._connection()
             try:
-                replies = conn.roundtrip(prelude, self.connect_timeout)
-                self.check_prelude(conn.link, prelude, replies)
+                replies = conn.roundtrip(requests, self.timeout)
             except BaseException:
                 conn.close()
                 raise
-
-    def _roundtrip(self, requests: Sequence[Request]) -> list[ClientReply]:
-        self.connect()
-        conn = self._connection()
-        try:
-            replies = conn.roundtrip(requests, self.timeout)
-        except BaseException:
-            conn.close()
-            raise
-        self.observe_all(conn.link, requests, replies)
-        return replies
+            self.observe_all(conn.link, requests, replies)
+            return replies
 
     def _execute(self, converter: Converter, *args: Value) -> Any:
         reply = self._roundtrip([Request(args, converter)])[0]
