@@ -396,6 +396,27 @@ def test_service_monitor_scrapes_the_admin_port(name: str) -> None:
     assert "jobLabel" not in monitor["spec"]  # job="dumbkv", the Service's name
 
 
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_storage_alert_watches_every_data_volume(name: str) -> None:
+    """Each claim an overlay makes (the PVC, a StatefulSet's claim <template>-<set>-<ordinal>)
+    is selected by DumbKVStorageNearFull's persistentvolumeclaim matcher."""
+    objs = overlay(name)
+    claims = {o["metadata"]["name"] for o in objs if o["kind"] == "PersistentVolumeClaim"}
+    for sts in (o for o in objs if o["kind"] == "StatefulSet"):
+        for ordinal in range(sts["spec"]["replicas"]):
+            claims |= {f"{t['metadata']['name']}-{sts['metadata']['name']}-{ordinal}"
+                       for t in sts["spec"].get("volumeClaimTemplates", [])}
+    assert "dumbkv-data" in claims and (name == "sqlite" or len(claims) == 2), claims
+    rule = one(objs, "PrometheusRule", "dumbkv")
+    [expr] = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]
+              if r.get("alert") == "DumbKVStorageNearFull"]
+    matchers = set(re.findall(r'persistentvolumeclaim=~"([^"]+)"', expr))
+    assert len(matchers) == 1 and 'persistentvolumeclaim="' not in expr, expr
+    [pattern] = matchers
+    for claim in claims:
+        assert re.fullmatch(pattern, claim), (claim, pattern)
+
+
 def test_prometheus_rule_is_included() -> None:
     rule = one(overlay("sqlite"), "PrometheusRule", "dumbkv")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
