@@ -404,6 +404,19 @@ async def test_pool_timeout_waiting_for_a_free_connection() -> None:
             assert client.pool.open_connections == 0  # cancelled mid-command: discarded
 
 
+def test_pool_serves_one_event_loop_after_another(server: ServerProcess) -> None:
+    client = dumbkv.AsyncClient(*server.address, timeout=10, max_connections=1,
+                                pool_timeout=10)
+
+    async def busy() -> list[int]:
+        async with client:  # two tasks share the one connection: the second one waits
+            return list(await asyncio.gather(client.incr("runs"), client.incr("runs")))
+
+    assert asyncio.run(busy()) == [1, 2]  # a program that calls asyncio.run twice
+    assert asyncio.run(busy()) == [3, 4]
+    assert client.pool.open_connections == 0
+
+
 async def test_pool_discards_broken_connection() -> None:
     with fake_peer(first_breaks_then_pong) as peer:
         async with dumbkv.AsyncClient(*peer.address, timeout=5, max_connections=2) as client:

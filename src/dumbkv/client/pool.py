@@ -31,11 +31,31 @@ class ConnectionPool:
         self.port = port
         self.max_connections = max_connections
         self.timeout = timeout
-        self._slots: asyncio.LifoQueue[AsyncConnection | None] = asyncio.LifoQueue()
-        for _ in range(max_connections):
-            self._slots.put_nowait(None)
         self._live: set[AsyncConnection] = set()
         self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots = self._empty_slots()
+
+    def _empty_slots(self) -> asyncio.LifoQueue[AsyncConnection | None]:
+        slots: asyncio.LifoQueue[AsyncConnection | None] = asyncio.LifoQueue()
+        for _ in range(self.max_connections):
+            slots.put_nowait(None)
+        return slots
+
+    def _follow_loop(self) -> None:
+        """A pool used from another event loop (a second ``asyncio.run``) starts afresh: the
+        old loop's queue and connections cannot serve this one."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        if self._loop is not None:
+            self._generation += 1
+            for conn in self._live:
+                with contextlib.suppress(RuntimeError):  # its loop is closed
+                    conn.close()
+            self._live.clear()
+            self._slots = self._empty_slots()
+        self._loop = loop
 
     @property
     def open_connections(self) -> int:
@@ -45,9 +65,11 @@ class ConnectionPool:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
         """Hold one connection for the block (possibly not yet connected)."""
+        self._follow_loop()
+        slots = self._slots
         try:
             async with asyncio.timeout(self.timeout):
-                conn = await self._slots.get()
+                conn = await slots.get()
         except builtins.TimeoutError:
             raise TimeoutError(f"no free connection within {self.timeout:g}s "
                                f"(max_connections={self.max_connections})") from None
@@ -60,7 +82,9 @@ class ConnectionPool:
             yield conn
             reusable = True
         finally:
-            if not reusable or generation != self._generation or not conn.connected:
+            if conn not in self._live:  # dropped when the pool moved to another event loop
+                conn.close()
+            elif not reusable or generation != self._generation or not conn.connected:
                 conn.close()
                 self._live.discard(conn)
                 self._slots.put_nowait(None)
@@ -69,6 +93,7 @@ class ConnectionPool:
 
     async def close(self) -> None:
         """Close every idle connection; one in use is closed when it is given back."""
+        self._follow_loop()
         self._generation += 1
         closed: list[AsyncConnection] = []
         while True:
