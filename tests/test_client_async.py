@@ -150,6 +150,15 @@ async def test_decode_responses(server: ServerProcess) -> None:
         assert await client.config_get("databases") == {"databases": "16"}
         assert await client.incr("n") == 1
         assert await client.execute_raw("GET", "k") == b"new"  # raw stays raw
+        # A value that is not UTF-8: UnicodeDecodeError (in place in a pipeline), as documented.
+        assert await client.set("bin", b"\xff\xfe") is True
+        with pytest.raises(UnicodeDecodeError):
+            await client.get("bin")
+        async with client.pipeline() as p:
+            p.get("bin")
+            p.get("k")
+            results = await p.execute()
+        assert isinstance(results[0], UnicodeDecodeError) and results[1] == "new"
 
 
 async def test_execute_raw(client: dumbkv.AsyncClient) -> None:

@@ -146,6 +146,13 @@ def test_decode_responses(server: ServerProcess) -> None:
         assert client.config_get("databases") == {"databases": "16"}
         assert client.incr("n") == 1
         assert client.execute_raw("GET", "k") == b"new"  # raw stays raw
+        # A value that is not UTF-8: UnicodeDecodeError (in place in a pipeline), as documented.
+        assert client.set("bin", b"\xff\xfe") is True
+        with pytest.raises(UnicodeDecodeError):
+            client.get("bin")
+        with client.pipeline() as p:
+            results = p.get("bin").get("k").execute()
+        assert isinstance(results[0], UnicodeDecodeError) and results[1] == "new"
 
 
 def test_execute_raw(client: dumbkv.Client) -> None:

@@ -73,7 +73,8 @@ def test_parse_url(url: str, address: Address) -> None:
 
 @pytest.mark.parametrize("url", [
     "redis://host", "dumbkv://host:port", "dumbkv://host/abc", "dumbkv://bob:pw@host",
-    "dumbkv://host/1?x=1", "dumbkv://host:99999",
+    "dumbkv://host/1?x=1", "dumbkv://host:99999", "dumbkv://host//3", "dumbkv://host/3/",
+    "dumbkv://host/\u0663", "dumbkv://host/-1",
 ])
 def test_parse_url_rejects(url: str) -> None:
     with pytest.raises(ValueError) as caught:

@@ -37,9 +37,9 @@ def parse_url(url: str) -> Address:
         port = parts.port
     except ValueError:
         raise ValueError("the port in a DumbKV URL must be a number from 0 to 65535") from None
-    path = parts.path.strip("/")
-    if path and not path.isdigit():
-        raise ValueError("the database in a DumbKV URL must be a number")
+    path = parts.path.removeprefix("/")
+    if path and not (path.isascii() and path.isdigit()):
+        raise ValueError("the database in a DumbKV URL must be a number (0-9 digits)")
     password = unquote(parts.password) if parts.password is not None else None
     return Address(
         host=parts.hostname or DEFAULT_HOST,
