@@ -135,13 +135,15 @@ def test_every_selected_name_exists() -> None:
 
 
 def test_every_dumbkv_query_selects_the_dumbkv_job() -> None:
-    """Metrics by the instances chosen; recording rules (aggregated by job) by job alone."""
+    """Metrics by the instances chosen; recording rules (aggregated by namespace and job) by
+    namespace."""
     for title, expr in queries(load()):
         for selector in re.findall(r"\b(?:dumbkv_\w+|process_\w+|up)\{[^}]*\}", expr):
             assert 'job="dumbkv"' in selector and 'instance=~"$instance"' in selector, (
                 title, selector)
         rules = re.findall(r"\bdumbkv:\w+:\w+(\{[^}]*\})?", expr)
-        assert all(selector == '{job="dumbkv"}' for selector in rules), (title, rules)
+        assert all(selector == '{job="dumbkv", namespace=~"$namespace"}' for selector in rules), (
+            title, rules)
 
 
 def test_container_usage_is_read_from_cadvisor_only() -> None:

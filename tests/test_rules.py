@@ -110,6 +110,8 @@ MUTANTS: dict[str, Callable[[str], str]] = {
         "dumbkv:maintenance:active == 1", "dumbkv:maintenance:active == 42"),
     # Thresholds a little too strict: the "must not fire" cases at the limits must catch it.
     "looser inconsistency limit": lambda text: text.replace("< 0.99", "<= 0.99"),
+    # One SLO for every namespace: a deployment that is up masks another that is down.
+    "aggregated by job alone": lambda text: text.replace("namespace, job", "job"),
     # Usage counted from cAdvisor and the kubelet's /metrics/resource at once.
     "container usage counted twice": lambda text: text.replace(',image!=""', ""),
 }
@@ -236,9 +238,19 @@ def test_every_dumbkv_selector_is_scoped_to_the_job() -> None:
             assert 'job="dumbkv"' in matchers, (rule.get("alert") or rule.get("record"), metric)
 
 
+def test_every_aggregation_keeps_the_namespace() -> None:
+    """by/on lists name the namespace with the job: two deployments keep two SLOs."""
+    for rule in rules():
+        for labels in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", rule["expr"]):
+            names = {name.strip() for name in labels.split(",")}
+            if "job" in names:
+                assert "namespace" in names, (rule.get("alert") or rule.get("record"), labels)
+
+
 def test_startup_and_maintenance_exclusions_are_in_the_expressions() -> None:
-    gate = 'and on(job) (min by (job) (time() - process_start_time_seconds{job="dumbkv"}) > 30'
-    maintenance = "unless on(job) (dumbkv:maintenance:active == 1)"
+    gate = ('and on(namespace, job) (min by (namespace, job) (time() - '
+            'process_start_time_seconds{job="dumbkv"}) > 30')
+    maintenance = "unless on(namespace, job) (dumbkv:maintenance:active == 1)"
     by_name: dict[str, list[str]] = {}
     for rule in alerts():
         by_name.setdefault(rule["alert"], []).append(rule["expr"])
@@ -246,7 +258,7 @@ def test_startup_and_maintenance_exclusions_are_in_the_expressions() -> None:
                  "DumbKVLatencyBudgetBurn"):
         assert all(gate in e and maintenance in e for e in by_name[name]), name
     assert maintenance in by_name["DumbKVDown"][0]
-    assert "absent(up{job=\"dumbkv\"})" in by_name["DumbKVDown"][0]
+    assert 'absent_over_time(up{job="dumbkv"}[7d])' in by_name["DumbKVDown"][0]
     counted = next(r["expr"] for r in rules() if r.get("record") == "dumbkv:up:counted")
     assert maintenance in counted and "<= 30" in counted
 
