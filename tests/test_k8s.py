@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -296,6 +297,50 @@ def test_postgres_store_comes_from_the_secret() -> None:
     key = pg_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert key["name"] == "dumbkv-store"
     assert url.password == data[key["key"]]
+
+
+def _wait_for_postgres(objs: list[Obj]) -> Obj:
+    pod = one(objs, "Deployment", "dumbkv")["spec"]["template"]["spec"]
+    inits = {c["name"]: c for c in pod.get("initContainers", [])}
+    assert list(inits) == ["wait-for-postgres"], list(inits)
+    return inits["wait-for-postgres"]
+
+
+def test_postgres_overlay_waits_for_the_database_before_starting() -> None:
+    objs = overlay("postgres")
+    init = _wait_for_postgres(objs)
+    main = container(objs)
+    assert init["image"] == main["image"]  # the image's own Python, nothing extra to pull
+    # The same URL as the server: waits for the host and port DumbKV will connect to.
+    assert env_of(init)["DUMBKV_STORE"] == env_of(main)["DUMBKV_STORE"]
+    sc = init["securityContext"]
+    assert (sc["runAsNonRoot"], sc["readOnlyRootFilesystem"], sc["allowPrivilegeEscalation"],
+            sc["capabilities"]["drop"]) == (True, True, False, ["ALL"])
+    assert "limits" in init["resources"] and "requests" in init["resources"]
+    assert "initContainers" not in json.dumps(overlay("sqlite"))  # nothing to wait for
+
+
+def test_the_wait_for_postgres_command_runs(tmp_path: Path) -> None:
+    """The init container's command line, run for real: done at once when the port accepts
+    connections, a clear failure after WAIT_SECONDS when it does not."""
+    command = _wait_for_postgres(overlay("postgres"))["command"]
+    assert command[:2] == ["python", "-c"]
+    env = {"PATH": os.environ.get("PATH", ""), "WAIT_SECONDS": "0"}
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        env["DUMBKV_STORE"] = f"postgresql://dumbkv:pw@127.0.0.1:{port}/dumbkv"
+        done = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True,
+                              text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert f"127.0.0.1:{port} accepts connections" in done.stdout
+    # The listener is closed: nothing accepts on that port any more.
+    done = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 1
+    assert f"PostgreSQL at 127.0.0.1:{port} not reachable" in done.stderr
+    assert "pw" not in done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
