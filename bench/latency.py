@@ -1,6 +1,7 @@
 """Latency load generator: C connections send GET/SET over random keys; reports the SLO.
 
-Each connection sends a batch of -P commands (P=1: one at a time), waits for all replies, and
+Each connection (a dumbkv.AsyncClient with one connection) sends a batch of -P commands as one
+pipeline (P=1: one at a time), waits for all replies, and
 records the batch's send-to-last-reply time for each command in it. Runs for --seconds or until
 -n commands, whichever comes first; commands still unanswered --timeout seconds after that count
 as timeouts, with the time they waited as their (lower-bound) latency. Prints ops/s,
@@ -22,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,44 +36,11 @@ from _servers import (
     reference_server,
 )
 
+import dumbkv
+
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 CONNECT_TIMEOUT_S = 10.0
 COUNT_MODE_MAX_SECONDS = 300.0
-
-
-class ProtocolError(Exception):
-    pass
-
-
-# --- minimal RESP2 client side -----------------------------------------------------------------
-
-
-def encode(*args: bytes) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
-
-
-async def read_reply(reader: asyncio.StreamReader) -> str | None:
-    """Consume one reply; return its text if it is an error reply, else None."""
-    line = await reader.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("connection closed by server")
-    kind, body = line[:1], line[1:-2]
-    if kind in (b"+", b":"):
-        return None
-    if kind == b"-":
-        return body.decode(errors="replace")
-    if kind == b"$":
-        length = int(body)
-        if length >= 0:
-            await reader.readexactly(length + 2)
-        return None
-    if kind == b"*":
-        errors = [await read_reply(reader) for _ in range(max(int(body), 0))]
-        return next((e for e in errors if e is not None), None)
-    raise ProtocolError(f"unexpected reply line {line[:40]!r}")
 
 
 # --- workload --------------------------------------------------------------------------------
@@ -89,19 +57,22 @@ class Plan:
     stop_at: float  # loop time after which no new batch starts
     remaining: int | None  # commands left to hand out, None = no count limit
 
-    def next_batch(self, rng: random.Random, now: float) -> list[bytes]:
+    def next_batch(self, rng: random.Random, now: float) -> int:
+        """How many commands the next batch holds (0: the plan is done)."""
         if now >= self.stop_at:
-            return []
+            return 0
         size = self.pipeline if self.remaining is None else min(self.pipeline, self.remaining)
         if self.remaining is not None:
             self.remaining -= size
-        return [self.command(rng) for _ in range(size)]
+        return size
 
-    def command(self, rng: random.Random) -> bytes:
+    def queue(self, pipeline: dumbkv.AsyncPipeline, rng: random.Random) -> None:
+        """Queue one random GET or SET."""
         key = b"key:%012d" % rng.randrange(self.keyspace)
         if rng.random() < self.ratio_set:
-            return encode(b"SET", key, self.value)
-        return encode(b"GET", key)
+            pipeline.set(key, self.value)
+        else:
+            pipeline.get(key)
 
 
 @dataclass
@@ -117,55 +88,56 @@ class Stats:
 
 
 async def run_connection(
-    stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], plan: Plan, stats: Stats,
-    rng: random.Random, hard_deadline: float,
+    client: dumbkv.AsyncClient, plan: Plan, stats: Stats, rng: random.Random,
+    hard_deadline: float,
 ) -> None:
-    """Send batches until the plan runs out; stop at hard_deadline whatever happens."""
-    reader, writer = stream
+    """Send batches (one pipeline each, on the client's one connection) until the plan runs
+    out; stop at hard_deadline whatever happens."""
     loop = asyncio.get_running_loop()
     in_flight, sent_at = 0, 0.0
     try:
         async with asyncio.timeout_at(hard_deadline):
-            while batch := plan.next_batch(rng, loop.time()):
-                in_flight, sent_at = len(batch), time.perf_counter()
-                writer.write(b"".join(batch))
-                await writer.drain()
-                errors = [e for _ in batch if (e := await read_reply(reader)) is not None]
-                stats.record_batch(time.perf_counter() - sent_at, len(batch), errors)
+            while size := plan.next_batch(rng, loop.time()):
+                async with client.pipeline() as batch:
+                    for _ in range(size):
+                        plan.queue(batch, rng)
+                    in_flight, sent_at = size, time.perf_counter()
+                    results = await batch.execute()
+                errors = [r for r in results if isinstance(r, dumbkv.DumbKVError)]
+                stats.record_batch(time.perf_counter() - sent_at, size,
+                                   [f"{e.prefix} {e}" for e in errors])
                 in_flight = 0
     except TimeoutError:
         stats.timeouts += in_flight
         stats.latencies.extend([time.perf_counter() - sent_at] * in_flight)
-    except (OSError, EOFError, ValueError, ProtocolError) as exc:
+    except dumbkv.ConnectionError as exc:
         stats.connection_errors[type(exc).__name__] += 1
     finally:
-        writer.close()
-        with suppress(OSError, TimeoutError):
-            async with asyncio.timeout(1.0):
-                await writer.wait_closed()
+        await client.close()
 
 
 async def open_connections(endpoint: Endpoint, count: int, stats: Stats
-                           ) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    async with asyncio.timeout(CONNECT_TIMEOUT_S):
-        results = await asyncio.gather(
-            *(asyncio.open_connection(endpoint.host, endpoint.port) for _ in range(count)),
-            return_exceptions=True,
-        )
-    streams = []
-    for result in results:
+                           ) -> list[dumbkv.AsyncClient]:
+    """One client with one connection per simulated user, connected before the clock starts."""
+    clients = [dumbkv.AsyncClient(endpoint.host, endpoint.port, max_connections=1,
+                                  connect_timeout=CONNECT_TIMEOUT_S) for _ in range(count)]
+    results = await asyncio.gather(*(client.connect() for client in clients),
+                                   return_exceptions=True)
+    connected = []
+    for client, result in zip(clients, results, strict=True):
         if isinstance(result, BaseException):
             stats.connection_errors[type(result).__name__] += 1
+            await client.close()
         else:
-            streams.append(result)
-    return streams
+            connected.append(client)
+    return connected
 
 
 async def load(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Stats, float]:
     """Run the workload; return the stats and the elapsed wall time in seconds."""
     stats = Stats()
-    streams = await open_connections(endpoint, args.connections, stats)
-    if not streams:
+    clients = await open_connections(endpoint, args.connections, stats)
+    if not clients:
         raise ServerError(f"could not open any connection to {endpoint}")
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
@@ -174,8 +146,8 @@ async def load(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Stats, flo
                 args.requests)
     seed = random.Random(args.seed)
     await asyncio.gather(*(
-        run_connection(stream, plan, stats, random.Random(seed.random()), stop_at + args.timeout)
-        for stream in streams
+        run_connection(client, plan, stats, random.Random(seed.random()), stop_at + args.timeout)
+        for client in clients
     ))
     return stats, time.perf_counter() - started
 
