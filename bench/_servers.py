@@ -22,10 +22,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import dumbkv
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 LOOPBACK = "127.0.0.1"
-PING = b"*1\r\n$4\r\nPING\r\n"
 STOP_TIMEOUT_S = 10.0
 REFERENCE_READY_TIMEOUT_S = 10.0
 DUMBKV_READY_TIMEOUT_S = 30.0
@@ -90,17 +91,11 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
-def ping(endpoint: Endpoint, timeout: float) -> bytes:
-    """Connect, send PING, return the first reply line (without CRLF)."""
-    with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
-        sock.sendall(PING)
-        reply = b""
-        while not reply.endswith(b"\r\n"):
-            chunk = sock.recv(256)
-            if not chunk:
-                raise ConnectionError("closed before replying to PING")
-            reply += chunk
-        return reply.split(b"\r\n", 1)[0]
+def ping(endpoint: Endpoint, timeout: float) -> object:
+    """Connect, send PING, return the reply (``"PONG"`` from a healthy server)."""
+    with dumbkv.Client(endpoint.host, endpoint.port, connect_timeout=timeout,
+                       timeout=timeout) as client:
+        return client.execute_raw("PING")
 
 
 def wait_ready(server: Server, timeout: float) -> None:
@@ -117,9 +112,9 @@ def wait_ready(server: Server, timeout: float) -> None:
             last_error = str(exc)
             time.sleep(min(0.05, max(remaining, 0.0)))
             continue
-        if reply == b"+PONG":
+        if reply == "PONG":
             return
-        raise _failure(server, f"answered PING with {reply.decode(errors='replace')!r}")
+        raise _failure(server, f"answered PING with {reply!r}")
     raise _failure(server, f"not ready after {timeout:.0f} s (last error: {last_error})")
 
 
