@@ -188,7 +188,6 @@ class ClientBase:
         elif name == "AUTH" and len(args) in (2, 3):
             link.password = self.password = _text(args[-1])
 
-
     def observe_all(self, link: LinkState, requests: Sequence[Request],
                     replies: Sequence[ClientReply]) -> None:
         """``observe`` every reply of a round trip, in order."""

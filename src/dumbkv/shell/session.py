@@ -12,20 +12,13 @@ from typing import IO, Literal
 from ..client import Client
 from ..errors import AuthError, DumbKVError, ProtocolError
 from ..errors import ConnectionError as DumbKVConnectionError
-from ..errors import TimeoutError as DumbKVTimeoutError
 from ..resp import ErrorReply, split_inline
 from .format import format_reply
 
-__all__ = ["Outcome", "Session", "reason"]
+__all__ = ["Outcome", "Session"]
 
 #: How a command ended: a reply, an error reply, or no reply (the connection failed).
 Outcome = Literal["ok", "error", "failed"]
-_IO_ERRORS = (DumbKVConnectionError, DumbKVTimeoutError)
-
-
-def reason(exc: DumbKVConnectionError) -> str:
-    """The failure alone in words (``Connection refused``), as redis-cli prints it."""
-    return exc.reason
 
 
 class Session:
@@ -51,9 +44,9 @@ class Session:
         self.client.close()
         try:
             self.client.connect()
-        except _IO_ERRORS as exc:
+        except DumbKVConnectionError as exc:  # a TimeoutError too
             self._message(f"Could not connect to DumbKV at {self.client.host}:"
-                          f"{self.client.port}: {reason(exc)}")
+                          f"{self.client.port}: {exc.reason}")
             self.connected = False
             return False
         except DumbKVError as exc:  # the connection's AUTH or SELECT was refused
@@ -75,8 +68,8 @@ class Session:
             return "failed"
         try:
             reply = self.client.execute_raw(*argv)
-        except _IO_ERRORS as exc:
-            self._message(f"Error: {reason(exc)}")
+        except DumbKVConnectionError as exc:  # a TimeoutError too
+            self._message(f"Error: {exc.reason}")
             self.client.close()
             self.connected = False
             return "failed"
