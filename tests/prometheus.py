@@ -1,5 +1,7 @@
 """A real Prometheus in a temporary directory, scraping one DumbKV admin port every second,
-and the small HTTP helper the tests use to talk to it and to the admin port.
+the small HTTP helper the tests use to talk to it and to the admin port, and
+k8s/tools/extract_rules.py (``extract_rules``), which turns the PrometheusRule into the plain
+rules file Prometheus and promtool read.
 
 ``running_prometheus(binary, root, target, rule_files)`` starts one (retrying when another
 program takes its free port first), waits until it is ready and stops it by PID when the block
@@ -10,6 +12,7 @@ evaluated every second.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import subprocess
 import urllib.error
@@ -17,6 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from conftest import poll_until
@@ -26,6 +30,21 @@ from dumbkv.httpclient import http_request
 
 HTTP_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
+ROOT = Path(__file__).resolve().parent.parent
+RULE_SOURCE = ROOT / "k8s" / "base" / "prometheusrule.yaml"
+EXTRACT_RULES = ROOT / "k8s" / "tools" / "extract_rules.py"
+
+
+def _load_extract_rules() -> ModuleType:
+    """k8s/tools/extract_rules.py as a module (a script beside the manifests, not a package)."""
+    spec = importlib.util.spec_from_file_location("extract_rules", EXTRACT_RULES)
+    assert spec is not None and spec.loader is not None, f"{EXTRACT_RULES} is missing"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+extract_rules = _load_extract_rules()
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, bytes]:

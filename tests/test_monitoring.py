@@ -7,7 +7,6 @@ Waits are bounded polls of Prometheus: nothing sleeps to synchronise.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import time
 from collections.abc import Iterator
@@ -17,11 +16,10 @@ from typing import Any
 import pytest
 import redis
 from conftest import ServerProcess, poll_until
-from dashboard import ROOT, RULES, label_values, load, metric_names, queries, substitute
-from prometheus import Prometheus, http, running_prometheus
+from dashboard import RULES, label_values, load, metric_names, queries, substitute
+from prometheus import Prometheus, extract_rules, http, running_prometheus
 
 Factory = type[ServerProcess]
-EXTRACT = ROOT / "k8s" / "tools" / "extract_rules.py"
 CONTAINER_METRIC = re.compile(r"^(container|kube|kubelet)_")
 WAIT = 90.0  # the rules leave out the first 30 s after a start
 OK_SENT = 40
@@ -31,12 +29,8 @@ SLO_COMMANDS = 'dumbkv_commands_total{job="dumbkv"}'
 
 def plain_rules_file(directory: Path) -> Path:
     """The PrometheusRule's groups as a plain rules file, written by extract_rules.py."""
-    spec = importlib.util.spec_from_file_location("extract_rules", EXTRACT)
-    assert spec is not None and spec.loader is not None, f"{EXTRACT} is missing"
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     path = directory / "dumbkv-rules.yaml"
-    path.write_text(module.plain_rules(RULES))
+    path.write_text(extract_rules.plain_rules(RULES))
     return path
 
 

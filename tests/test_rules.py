@@ -8,23 +8,20 @@ PrometheusRule (its .spec). Each test writes that file into its tmp_path as
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 from conftest import require_tool
+from prometheus import EXTRACT_RULES, RULE_SOURCE, extract_rules
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "k8s" / "base" / "prometheusrule.yaml"
-EXTRACT = ROOT / "k8s" / "tools" / "extract_rules.py"
 UNIT_TESTS = sorted((ROOT / "tests" / "rules").glob("*.yaml"))
 RULES_FILE = "dumbkv-rules.yaml"
 RUNBOOKS = "https://github.com/dumbkv/dumbkv/blob/main/docs/runbooks/"
@@ -38,19 +35,8 @@ SEVERITIES = {"critical", "warning", "page", "ticket"}
 PROMTOOL_TIMEOUT = 300
 
 
-def _load_extract() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("extract_rules", EXTRACT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-extract_rules = _load_extract()
-
-
 def spec() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(SOURCE.read_text())
+    document: dict[str, Any] = yaml.safe_load(RULE_SOURCE.read_text())
     return dict(document["spec"])
 
 
@@ -68,7 +54,7 @@ def promtool() -> str:
 
 def write_suite(directory: Path, edit: Callable[[str], str] = lambda text: text) -> list[Path]:
     """The extracted rules file (through ``edit``) and copies of the unit tests, in one dir."""
-    text = extract_rules.plain_rules(SOURCE)
+    text = extract_rules.plain_rules(RULE_SOURCE)
     (directory / RULES_FILE).write_text(edit(text))
     copies = []
     for path in UNIT_TESTS:
@@ -121,7 +107,7 @@ MUTANTS: dict[str, Callable[[str], str]] = {
 def test_unit_tests_catch_a_broken_rule(tmp_path: Path, mutant: str) -> None:
     """The unit tests fail when an exclusion or a limit is broken (they test something)."""
     edit = MUTANTS[mutant]
-    original = extract_rules.plain_rules(SOURCE)
+    original = extract_rules.plain_rules(RULE_SOURCE)
     assert edit(original) != original, f"mutant {mutant!r} changes nothing"
     copies = write_suite(tmp_path, edit)
     result = run_promtool("test", "rules", *[p.name for p in copies], cwd=tmp_path)
@@ -131,21 +117,21 @@ def test_unit_tests_catch_a_broken_rule(tmp_path: Path, mutant: str) -> None:
 
 # =========================================================================== single source
 def test_extracted_file_is_the_spec() -> None:
-    assert yaml.safe_load(extract_rules.plain_rules(SOURCE)) == spec()
+    assert yaml.safe_load(extract_rules.plain_rules(RULE_SOURCE)) == spec()
 
 
 def test_extract_rules_command_line(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(EXTRACT), str(SOURCE)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run([sys.executable, str(EXTRACT_RULES), str(RULE_SOURCE)],
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == extract_rules.plain_rules(SOURCE)
-    default = subprocess.run([sys.executable, str(EXTRACT)], capture_output=True, text=True,
+    assert result.stdout == extract_rules.plain_rules(RULE_SOURCE)
+    default = subprocess.run([sys.executable, str(EXTRACT_RULES)], capture_output=True, text=True,
                              timeout=60, check=False)
     assert default.stdout == result.stdout
 
     other = tmp_path / "deployment.yaml"
     other.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n")
-    refused = subprocess.run([sys.executable, str(EXTRACT), str(other)], capture_output=True,
+    refused = subprocess.run([sys.executable, str(EXTRACT_RULES), str(other)], capture_output=True,
                              text=True, timeout=60, check=False)
     assert refused.returncode == 1 and "not a PrometheusRule" in refused.stderr
     assert refused.stdout == ""
@@ -154,7 +140,7 @@ def test_extract_rules_command_line(tmp_path: Path) -> None:
 
 
 def test_prometheusrule_resource() -> None:
-    document = yaml.safe_load(SOURCE.read_text())
+    document = yaml.safe_load(RULE_SOURCE.read_text())
     assert document["apiVersion"] == "monitoring.coreos.com/v1"
     assert document["kind"] == "PrometheusRule"
     assert document["metadata"]["name"] == "dumbkv"
@@ -223,7 +209,7 @@ def test_no_rule_counts_client_errors_as_errors() -> None:
 
 def test_container_usage_is_read_from_cadvisor_only() -> None:
     """image!="" drops the kubelet's /metrics/resource copies (no image label) of the usage."""
-    text = extract_rules.plain_rules(SOURCE)
+    text = extract_rules.plain_rules(RULE_SOURCE)
     selectors = re.findall(
         r"\b(?:container_cpu_usage_seconds_total|container_memory_working_set_bytes)\{[^}]*\}",
         text)
