@@ -46,6 +46,12 @@ def unavailable(message: str) -> NoReturn:
     pytest.skip(message)
 
 
+def environ_without_settings() -> dict[str, str]:
+    """This process's environment without any ``DUMBKV_*`` variable: a child ``dumbkv`` reads
+    only the settings its test gives it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+
+
 def require_tool(name: str, install_hint: str) -> str:
     """Path of ``name``; skip (or fail under DUMBKV_REQUIRE_ALL=1) when it is missing."""
     path = shutil.which(name)
@@ -259,7 +265,7 @@ class ServerProcess:
         self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+        env = environ_without_settings()
         cmd = [sys.executable, "-m", "dumbkv", "serve", "--host", self.host, "--port", "0",
                "--admin-host", self.host, "--admin-port", "0", "--store", self.store,
                "--data-dir", str(self.data_dir), *self.extra]

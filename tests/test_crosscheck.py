@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, environ_without_settings
 from postgres import Postgres
 
 from dumbkv.app import start_server, stop_server
@@ -45,7 +44,7 @@ TARGET_FIELDS = {
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+    env = environ_without_settings()
     return subprocess.run(
         [sys.executable, "-m", "dumbkv", "crosscheck", *args],
         capture_output=True, text=True, timeout=120, cwd=cwd, env=env,

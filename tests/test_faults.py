@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_ALL, RawClient, ServerProcess, StoreSQL
+from conftest import REQUIRE_ALL, RawClient, ServerProcess, StoreSQL, environ_without_settings
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_full_disk_gives_server_errors_and_keeps_acknowledged_writes(
 
 
 def _serve_once(data_dir: Path, store: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+    env = environ_without_settings()
     return subprocess.run(
         [sys.executable, "-m", "dumbkv", "serve", "--port", "0", "--admin-port", "0",
          "--store", store, "--data-dir", str(data_dir), *flags],

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import require_tool
+from conftest import environ_without_settings, require_tool
 from deploy import REPO, http_get, image_uid, serving, setting_envs
 from postgres import free_port
 
@@ -375,7 +375,7 @@ def test_service_links_cannot_shadow_a_setting(name: str) -> None:
 
 def test_a_service_link_variable_stops_the_server(tmp_path: Path) -> None:
     """Why the check above matters: the kubelet's DUMBKV_PORT for Service dumbkv."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+    env = environ_without_settings()
     env["DUMBKV_PORT"] = "tcp://10.96.0.10:7379"
     result = subprocess.run([sys.executable, "-m", "dumbkv", "serve", "--data-dir",
                              str(tmp_path)], env=env, capture_output=True, text=True,
@@ -496,7 +496,7 @@ def test_the_pods_command_line_serves_its_probe_paths(tmp_path: Path) -> None:
     def on_volumes(value: str) -> str:
         return mount_path.sub(lambda m: str(mounts[m.group(1)]), value)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+    env = environ_without_settings()
     for var, entry in env_of(c).items():
         if "value" in entry:
             env[var] = on_volumes(str(entry["value"]))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import ServerProcess, poll_until, sqlite_url
+from conftest import ServerProcess, environ_without_settings, poll_until, sqlite_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -147,7 +147,7 @@ def ledger_log() -> Iterator[list[str]]:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+    base = environ_without_settings()
     return subprocess.run([sys.executable, "-m", "dumbkv", *args], capture_output=True,
                           text=True, timeout=30, env={**base, **(env or {})})
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import RawClient, ServerProcess, StoreSQL, call, poll_until
+from conftest import RawClient, ServerProcess, StoreSQL, call, environ_without_settings, poll_until
 from postgres import free_port
 from prometheus import http, running_prometheus
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -43,7 +42,7 @@ class Slo:
     """One run of ``dumbkv slo ... --json``."""
 
     def __init__(self, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+        env = environ_without_settings()
         done = subprocess.run([sys.executable, "-m", "dumbkv", "slo", *args],
                               capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env)
         self.code = done.returncode
@@ -274,7 +273,7 @@ def test_crosscheck_figures_appear_once_pushed(server_factory: Factory, tmp_path
         assert objective not in before.report["not_met"]
 
     # A real cross-check pushes its figures to the admin port.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DUMBKV_")}
+    env = environ_without_settings()
     done = subprocess.run(
         [sys.executable, "-m", "dumbkv", "crosscheck", f"sqlite:///{tmp_path / 'a.db'}",
          f"sqlite:///{tmp_path / 'b.db'}", "-n", "300", "--seed", "5", "--json",
