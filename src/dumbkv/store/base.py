@@ -13,7 +13,7 @@ changes are written in one transaction (group commit). Replies are released only
 commit, so an acknowledged write is durable. While one batch commits, new commands queue up and
 become the next batch: the slower the disk, the larger the group that shares one commit.
 
-A backend implements the primitives ``_transact``, ``_flush``, ``_count``, ``_sweep``,
+A backend implements the primitives ``_stage``, ``_flush``, ``_count``, ``_sweep``,
 ``_ping``, ``_open`` and ``_close``; timing, timeouts and error wrapping live here once.
 """
 
@@ -146,12 +146,18 @@ class Store(ABC):
     #: Most operations in one batch: bounds how long one batch holds the event loop and the
     #: transaction (a pipeline of a million commands becomes many batches, in order).
     max_batch: ClassVar[int] = 1024
+    #: Most batches staged but not yet durable (a backend that stages without waiting for
+    #: the commit lets later batches run ahead of the disk, up to this many).
+    max_inflight: ClassVar[int] = 64
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
         self.timeout = timeout
         self._queue: deque[tuple[Op, Done]] = deque()
         self._runner: asyncio.Task[None] | None = None
+        #: Batches staged and not yet answered, at most ``max_inflight``.
+        self._inflight = 0
+        self._slot_free: asyncio.Future[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         #: Called after every store call with (operation, seconds, ok); metrics hook.
@@ -207,9 +213,8 @@ class Store(ABC):
         return await future
 
     async def _run(self) -> None:
-        # Replies of the batch just committed are handed out only once the next batch has
-        # been started: its commit then waits for the disk while those replies are written.
-        deliver: Callable[[], None] | None = None
+        # Stages batches in queue order and returns as soon as the queue is empty: a batch
+        # waiting for its commit does not hold up the staging of the next one.
         try:
             while self._queue:
                 queue = self._queue
@@ -218,19 +223,15 @@ class Store(ABC):
                 for i, (op, _) in enumerate(items):
                     if isinstance(op, DbOp):
                         if start < i:
-                            deliver = await self._run_batch(items[start:i], deliver)
-                        if deliver is not None:
-                            deliver()
-                            deliver = None
+                            await self._start_batch(items[start:i])
+                        await self._quiesce()
                         await self._run_dbop(items[i])
                         start = i + 1
                 if start < len(items):
-                    deliver = await self._run_batch(items[start:], deliver)
+                    await self._start_batch(items[start:])
         finally:
-            if deliver is not None:
-                deliver()
             self._runner = None
-            self._idle.set()
+            self._settle_idle()
 
     async def _run_dbop(self, item: tuple[Op, Done]) -> None:
         op, done = item
@@ -241,11 +242,20 @@ class Store(ABC):
             reply = exc
         done(reply)
 
-    async def _run_batch(
-        self, items: list[tuple[Op, Done]], previous: Callable[[], None] | None
-    ) -> Callable[[], None]:
-        """Run one batch; call ``previous`` (the last batch's delivery) once this one is under
-        way; return this batch's delivery."""
+    async def _start_batch(self, items: list[tuple[Op, Done]]) -> None:
+        """Stage one batch (its rows read and its changes handed to the backend, which fixes
+        its place in the order) and return; the replies go out once it is durable."""
+        loop = asyncio.get_running_loop()
+        staged: asyncio.Future[None] = loop.create_future()
+        self._inflight += 1
+        task = loop.create_task(self._batch(items, staged))
+        task.add_done_callback(self._batch_finished)
+        await staged
+        while self._inflight >= self.max_inflight:
+            self._slot_free = loop.create_future()
+            await self._slot_free
+
+    async def _batch(self, items: list[tuple[Op, Done]], staged: asyncio.Future[None]) -> None:
         keys: set[Key] = set()
         writes = False
         for op, _ in items:
@@ -262,22 +272,40 @@ class Store(ABC):
                 replies.append(_apply(op, view))  # type: ignore[arg-type]
             return view.changes
 
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(
-            self._call("batch", self._transact(sorted(keys), compute, writes))
-        )
-        if previous is not None:
-            loop.call_soon(previous)  # runs after the task's first step has begun the batch
+        async def stage_and_wait() -> None:
+            durable = await self._stage(sorted(keys), compute, writes)
+            staged.set_result(None)
+            if durable is not None:
+                await durable
+
         try:
-            await task
+            await self._call("batch", stage_and_wait())
         except DumbKVError as exc:
             replies[:] = [exc] * len(items)  # nothing of this batch took effect
+        finally:
+            if not staged.done():
+                staged.set_result(None)  # it failed before its place was fixed
+        for (_, done), reply in zip(items, replies, strict=True):
+            done(reply)
 
-        def deliver() -> None:
-            for (_, done), reply in zip(items, replies, strict=True):
-                done(reply)
+    def _batch_finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight -= 1
+        slot_free = self._slot_free
+        if slot_free is not None and not slot_free.done():
+            slot_free.set_result(None)
+        self._settle_idle()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("store batch failed: %s", type(task.exception()).__name__)
 
-        return deliver
+    async def _quiesce(self) -> None:
+        """Wait until every batch already staged is durable and answered."""
+        while self._inflight:
+            self._slot_free = asyncio.get_running_loop().create_future()
+            await self._slot_free
+
+    def _settle_idle(self) -> None:
+        if self._runner is None and not self._inflight:
+            self._idle.set()
 
     async def _call(self, operation: str, awaitable: Awaitable[Any]) -> Any:
         """Run one backend call with the timeout, timing and error wrapping all share."""
@@ -360,12 +388,16 @@ class Store(ABC):
         """Release every connection."""
 
     @abstractmethod
-    async def _transact(
+    async def _stage(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
-    ) -> None:
-        """In one transaction: load ``keys`` (locked against other writers when ``writes``),
-        call ``compute(rows, now_ms)``, write the returned changes and commit. ``compute`` is
-        pure: a backend may call it again to retry the transaction."""
+    ) -> Awaitable[None] | None:
+        """Load ``keys`` (locked against other writers when ``writes``), call
+        ``compute(rows, now_ms)`` and hand the returned changes to the backend.
+
+        Return once the batch's place in the order is fixed: ``None`` if its changes are
+        already committed, or an awaitable that completes when they are (and raises if they
+        never will be). Batches staged later must see this one's changes. ``compute`` is pure:
+        a backend may call it again to retry a transaction."""
 
     @abstractmethod
     async def _flush(self, db: int | None) -> None:

@@ -111,9 +111,11 @@ class PostgresStore(Store):
             await self._pool.close()
             self._pool = None
 
-    async def _transact(
+    async def _stage(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
     ) -> None:
+        """The whole transaction, committed before it returns: other processes may share the
+        database, so a batch cannot be ordered before it commits."""
         async with self._connection() as conn:
             if not writes:
                 compute(await _load(conn, keys, lock=False), now_ms())

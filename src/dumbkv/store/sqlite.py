@@ -1,17 +1,21 @@
 """SQLite backend on aiosqlite: the embedded default.
 
-A batch costs at most one thread hop. Its rows are read with one indexed ``IN (...)`` query on a
-read-only connection used directly on the event loop (in WAL mode readers never wait for the
-writer, and a point lookup of cached pages takes about a microsecond). If the batch changed
-anything, its deletes and upserts run on the loop too, inside ``BEGIN IMMEDIATE`` on the write
-connection, and only the ``COMMIT``, the step that waits for the disk, goes to aiosqlite's worker
-thread. It is one C call that holds no Python lock, so the loop keeps parsing the next commands
-(the next group) while the disk works. A batch that would have to wait for a lock another
-process holds runs whole on the worker thread instead, so the loop never blocks on it.
+Reads run on the event loop, on a read-only connection: in WAL mode a reader never waits for
+the writer, and a point lookup of cached pages costs about a microsecond. Writes never touch
+the loop: a staged batch's changes go to aiosqlite's worker thread, which writes and commits
+them there (the commit waits for the disk without holding the GIL).
 
-Batches run one at a time and each starts after the previous commit, so the reader sees every
-acknowledged write. DumbKV is the only writer of its file (Kubernetes runs one replica with the
-Recreate strategy).
+Staging does not wait for the commit. The changes of every batch staged but not yet committed
+stay in an in-memory overlay, and a later batch reads its rows through it: it sees those
+changes (read-your-writes, atomic INCR) while the disk works. The writer takes every batch
+staged while it was busy as one group, in one transaction (group commit). A batch is answered
+only when its group has committed, and a read that saw uncommitted changes only when they
+are committed. If a group fails, its batches and every batch staged after it (computed on top
+of it) are answered with a server error and the overlay is dropped: nothing of them was
+acknowledged, and the next batch reads the committed rows again.
+
+DumbKV is the only writer of its file (Kubernetes runs one replica with the Recreate strategy);
+if another process holds the write lock, the worker thread waits for it up to the timeout.
 
 URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``; query option
 ``synchronous=full|normal`` (default ``full``: a commit reaches the disk before its reply).
@@ -32,13 +36,16 @@ import aiosqlite
 
 from ..errors import StoreError
 from .base import Changes, Key, KeyCount, Row, Store, now_ms, split_changes
+from .checkpoint import Checkpointer
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
 _CHUNK = 500  # rows per IN (...) query, well under SQLite's variable limit
-_MMAP_BYTES = 1 << 30  # address space only; the OS pages the file in and out as it needs
+_MMAP_BYTES = 1 << 30
+#: The writer checkpoints by itself only past this many WAL pages; the Checkpointer runs first.
+_AUTOCHECKPOINT_PAGES = 8192  # address space only; the OS pages the file in and out as it needs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dumbkv_schema (version INTEGER NOT NULL);
@@ -69,10 +76,19 @@ def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
+class _Staged:
+    """A batch handed to the writer: its changes, and the future its replies wait for."""
+
+    __slots__ = ("changes", "durable", "seq")
+
+    def __init__(self, seq: int, changes: Changes, durable: asyncio.Future[None]) -> None:
+        self.seq = seq
+        self.changes = changes
+        self.durable = durable
+
+
 class SQLiteStore(Store):
     backend = "sqlite"
-    # The writer thread runs jobs first-in first-out, so batches may overlap.
-    max_inflight = 8
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         super().__init__(url, timeout=timeout)
@@ -82,18 +98,21 @@ class SQLiteStore(Store):
             raise ValueError("sqlite synchronous must be 'full' or 'normal'")
         self._db: aiosqlite.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        #: Uncommitted changes by key: (seq of the batch that made it, row or None = deleted).
+        self._overlay: dict[Key, tuple[int, Row | None]] = {}
+        self._seq = 0
+        #: Batches waiting for the writer, and the group it is committing.
+        self._staged: list[_Staged] = []
+        self._writing: list[_Staged] | None = None
+        #: The newest worker-thread job: the loop uses the write connection only once it is
+        #: done (a caller's timeout stops waiting for a job, not the job itself).
         self._last_job: asyncio.Future[Any] | None = None
         self._busy_ms = int(timeout * 1000)
-        self._identity: tuple[int, int] | None = None
-        self._writes_inflight = 0
+        self._checkpointer = Checkpointer(self.path)
 
-    def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
-        """Run ``fn(connection)`` on aiosqlite's worker thread: one hop for many statements.
-
-        Jobs run first-in first-out. A caller's timeout may stop waiting for a job but not the
-        job itself, so the last one is remembered: the loop touches the write connection only
-        once it has finished (``_settled``).
-        """
+    def _job(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Run ``fn(connection)`` on aiosqlite's worker thread (first-in first-out)."""
         db = self._db
         if db is None:
             raise StoreError("sqlite store is not open")
@@ -102,35 +121,22 @@ class SQLiteStore(Store):
         )
         job.add_done_callback(_retrieve)
         self._last_job = job
-        return asyncio.shield(job)
+        return job
 
-    async def _settled(self) -> None:
-        """Wait until the worker thread has no job that could still use the connection."""
-        job = self._last_job
-        if job is not None and not job.done():
-            await asyncio.wait([job])
-
-    @property
-    def _writer(self) -> sqlite3.Connection:
-        """The write connection itself, for the statements that never wait on the disk."""
-        if self._db is None:
-            raise StoreError("sqlite store is not open")
-        conn: sqlite3.Connection = self._db._conn
-        return conn
+    def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+        """``_job`` for a caller that may stop waiting (a timeout): the job still runs."""
+        return asyncio.shield(self._job(fn))
 
     async def _open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are begun and committed explicitly. The connection is
-        # used from the loop and from aiosqlite's thread, never from both at once.
+        # Autocommit mode: transactions are begun and committed explicitly.
         self._db = await aiosqlite.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         await self._in_thread(self._init_schema)
         self._identity = self._file_identity()
-        if self.path == ":memory:":
-            self._reader = self._writer  # one private in-memory database
-        else:
+        if self.path != ":memory:":  # a private in-memory database has one connection
             self._reader = sqlite3.connect(
                 f"file:{Path(self.path).absolute()}?mode=ro", uri=True, timeout=self.timeout,
                 isolation_level=None,
@@ -142,6 +148,7 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
@@ -161,48 +168,128 @@ class SQLiteStore(Store):
             raise
 
     async def _close(self) -> None:
-        if self._reader is not None and self._db is not None and self._reader is not (
-            self._db._conn
-        ):
+        await self._checkpointer.close()
+        if self._reader is not None:
             self._reader.close()
         self._reader = None
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
 
-    async def _transact(
+    # ----------------------------------------------------------------- batches
+    async def _stage(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
-    ) -> None:
-        if self._reader is None:
+    ) -> Awaitable[None] | None:
+        if self._db is None:
             raise StoreError("sqlite store is not open")
-        rows = _load(self._reader, keys) if keys else {}
+        rows: dict[Key, Row] = {}
+        missing = keys
+        overlay = self._overlay
+        if overlay and keys:
+            missing = []
+            for key in keys:
+                hit = overlay.get(key)
+                if hit is None:
+                    missing.append(key)
+                elif hit[1] is not None:
+                    rows[key] = hit[1]
+        if missing:
+            reader = self._reader
+            if reader is not None:
+                rows.update(_load(reader, missing))
+            else:  # in memory: the one connection is the worker thread's
+                rows.update(await self._in_thread(lambda conn: _load(conn, missing)))
         changes = compute(rows, now_ms())
-        if not changes:
+        if not changes and self._writing is None and not self._staged:
+            return None  # it read committed rows only
+        seq = 0
+        if changes:
+            self._seq = seq = self._seq + 1
+            for key, row in changes.items():
+                overlay[key] = (seq, row)
+        staged = _Staged(seq, changes, asyncio.get_running_loop().create_future())
+        self._staged.append(staged)
+        self._kick()
+        return staged.durable
+
+    def _kick(self, _: object = None) -> None:
+        """Hand every staged batch to the writer as one group, unless it is busy.
+
+        The group's statements run here, on the loop, inside ``BEGIN IMMEDIATE`` (a few
+        microseconds a row); only the ``COMMIT``, which waits for the disk, goes to the worker
+        thread: one hand-over, and the thread never contends for the GIL row by row.
+        """
+        if self._writing is not None or not self._staged:
             return
+        last = self._last_job
+        if last is not None and not last.done():
+            last.add_done_callback(self._kick)  # the thread still uses the connection
+            return
+        group, self._staged = self._staged, []
+        merged: Changes = {}
+        for staged in group:
+            merged.update(staged.changes)  # in order: the last change of a key wins
+        if not merged:  # reads only, and every write before them is committed
+            for staged in group:
+                _resolve(staged.durable)
+            return
+        self._writing = group
+        try:
+            job = self._begin_write(merged)
+        except BaseException as exc:
+            job = asyncio.get_running_loop().create_future()
+            job.set_exception(exc)
+        job.add_done_callback(self._written)
+
+    def _begin_write(self, changes: Changes) -> asyncio.Future[None]:
+        """Write ``changes`` in a transaction and start its commit on the worker thread."""
+        if self._db is None:
+            raise StoreError("sqlite store is not open")
         self._check_file()
-        await self._settled()
-        conn = self._writer
+        conn: sqlite3.Connection = self._db._conn
         conn.execute("PRAGMA busy_timeout=0")  # on the loop: never wait for a lock
         try:
             conn.execute("BEGIN IMMEDIATE")
-            locked = False
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise
-            locked = True
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
-        if locked:
             # Another process holds the write lock: wait for it (up to the busy timeout)
             # off the loop.
-            await self._in_thread(lambda c: _write_waiting(c, changes))
-            return
+            return self._job(lambda c: _write_waiting(c, changes))
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         try:
             _apply_changes(conn, changes)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        await self._in_thread(_commit)
+        return self._job(_commit)
+
+    def _written(self, job: asyncio.Future[None]) -> None:
+        """On the loop, when a group is through: answer it, then start the next group."""
+        group, self._writing = self._writing or [], None
+        if job.cancelled():
+            error: BaseException | None = StoreError("sqlite write was cancelled")
+        else:
+            error = job.exception()
+        if error is None:
+            overlay = self._overlay
+            rows = 0
+            for staged in group:
+                rows += len(staged.changes)
+                for key in staged.changes:
+                    hit = overlay.get(key)
+                    if hit is not None and hit[0] == staged.seq:
+                        del overlay[key]
+                _resolve(staged.durable)
+            self._checkpointer.written(rows)
+            self._kick()
+            return
+        # Every batch staged since was computed on top of this group: none may commit.
+        failed, self._staged = group + self._staged, []
+        self._overlay.clear()
+        for staged in failed:
+            _fail(staged.durable, error)
 
     async def _flush(self, db: int | None) -> None:
         def flush(conn: sqlite3.Connection) -> None:
@@ -323,3 +410,14 @@ def _retrieve(job: asyncio.Future[Any]) -> None:
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _resolve(durable: asyncio.Future[None]) -> None:
+    if not durable.done():  # its batch may have stopped waiting (a timeout)
+        durable.set_result(None)
+
+
+def _fail(durable: asyncio.Future[None], error: BaseException) -> None:
+    if not durable.done():
+        durable.set_exception(error)
+        durable.exception()  # seen: a batch that stopped waiting will never look
