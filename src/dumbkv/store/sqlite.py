@@ -112,13 +112,18 @@ class SQLiteStore(Store):
         self._checkpointer = Checkpointer(self.path)
 
     def _job(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Run ``fn(connection)`` on aiosqlite's worker thread (first-in first-out)."""
+        """Run ``fn(connection)`` on aiosqlite's worker thread (first-in first-out).
+
+        The call goes straight into the thread's queue: through ``Connection._execute`` (a
+        coroutine) it would wait for the loop's next turn first, a third of a millisecond
+        under load, on the path of every commit.
+        """
         db = self._db
         if db is None:
             raise StoreError("sqlite store is not open")
-        job: asyncio.Future[T] = asyncio.ensure_future(
-            db._execute(lambda: fn(db._conn))  # type: ignore[no-untyped-call]
-        )
+        conn = db._conn
+        job: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        db._tx.put_nowait((job, lambda: fn(conn)))
         job.add_done_callback(_retrieve)
         self._last_job = job
         return job
