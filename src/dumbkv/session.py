@@ -18,23 +18,51 @@ __all__ = ["ServerState", "Session", "Stats"]
 
 
 class Stats:
-    """What the server counts, once: the INFO counters here, and the Prometheus metrics."""
+    """What the server counts, once: INFO reads the same numbers Prometheus scrapes.
+
+    Replies and network bytes are plain numbers kept in ``Metrics`` (``replies``, ``bytes_in``,
+    ``bytes_out``), with no lock: the event-loop thread is their only writer. ``commands`` and
+    ``statuses`` are totals computed from them when asked (INFO).
+    """
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._replies = metrics.replies
         self.connections_total = 0
         self.connections_active = 0
-        self.commands: Counter[str] = Counter()
-        self.statuses: Counter[str] = Counter()
         self.protocol_errors = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
 
     def record(self, command: str, status: Status, seconds: float) -> None:
         """Count one reply. ``command`` is a known command name, ``unknown`` or ``protocol``."""
-        self.commands[command] += 1
-        self.statuses[status] += 1
-        self.metrics.command(command, status, seconds)
+        replies = self._replies.get((command, status)) or self.metrics.replies_of(command, status)
+        replies.count += 1
+        replies.latency.observe(seconds)
+
+    @property
+    def commands(self) -> Counter[str]:
+        """Replies by command name."""
+        totals: Counter[str] = Counter()
+        for (command, _), replies in list(self._replies.items()):
+            totals[command] += replies.count
+        return totals
+
+    @property
+    def statuses(self) -> Counter[str]:
+        """Replies by status (``ok``, ``client_error``, ``server_error``)."""
+        totals: Counter[str] = Counter()
+        for (_, status), replies in list(self._replies.items()):
+            totals[status] += replies.count
+        return totals
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received on the RESP port (``dumbkv_network_bytes_total{direction="in"}``)."""
+        return self.metrics.bytes_in
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes sent on the RESP port (``dumbkv_network_bytes_total{direction="out"}``)."""
+        return self.metrics.bytes_out
 
     def connection_opened(self) -> None:
         self.connections_total += 1
@@ -47,12 +75,10 @@ class Stats:
         self.metrics.connections_active.dec()
 
     def received(self, n: int) -> None:
-        self.bytes_in += n
-        self.metrics.bytes_in(n)
+        self.metrics.bytes_in += n
 
     def sent(self, n: int) -> None:
-        self.bytes_out += n
-        self.metrics.bytes_out(n)
+        self.metrics.bytes_out += n
 
     def protocol_error(self) -> None:
         self.protocol_errors += 1
