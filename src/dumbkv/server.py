@@ -22,7 +22,7 @@ from .commands import dispatch, lookup
 from .errors import DumbKVError, ServerError
 from .resp import Parser, Reply, encode
 from .session import ServerState, Session
-from .store import DbOp, KeyOp
+from .store import NOT_NOW, DbOp, KeyOp
 
 __all__ = ["Connection", "Server"]
 
@@ -141,6 +141,11 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             result = _internal_error(name, exc)
         if isinstance(result, (KeyOp, DbOp)):
+            if isinstance(result, KeyOp) and not result.writes:
+                reply = self.state.store.read_now(result)
+                if reply is not NOT_NOW:
+                    self._reply_now(name, reply, started)  # type: ignore[arg-type]
+                    return
             slot = _Slot(self, name, started, self.session.resp3)
             self._pending.append(slot)
             self.state.store.submit(result, slot)

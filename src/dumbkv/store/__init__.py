@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 
-from .base import DbOp, Key, KeyCount, KeyOp, Op, Row, Store, View, now_ms
+from .base import NOT_NOW, DbOp, Key, KeyCount, KeyOp, Op, Row, Store, View, now_ms
 
 __all__ = [
     "BACKENDS",
+    "NOT_NOW",
     "DbOp",
     "Key",
     "KeyCount",

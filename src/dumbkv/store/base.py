@@ -33,6 +33,7 @@ from ..errors import DumbKVError, ServerError, StoreError
 from ..resp import Reply
 
 __all__ = [
+    "NOT_NOW",
     "DbOp",
     "Key",
     "KeyCount",
@@ -46,6 +47,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("dumbkv.store")
+
+#: What ``Store.read_now`` returns when the operation has to wait for its turn.
+NOT_NOW = object()
 
 #: A row's address: (database number, key id).
 Key = tuple[int, bytes]
@@ -201,6 +205,25 @@ class Store(ABC):
         if self._runner is None:
             self._idle.clear()
             self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    def read_now(self, op: KeyOp) -> Reply | object:
+        """Answer a read-only ``op`` at once, or return ``NOT_NOW``.
+
+        Only when nothing is queued or being staged before it, and the backend has the
+        committed rows of all its keys in memory with no change to them in flight: the read
+        then sees exactly what a batch would have, without waiting for one.
+        """
+        if op.writes or self._queue or self._runner is not None:
+            return NOT_NOW
+        rows = self._cached(op.keys)
+        if rows is None:
+            return NOT_NOW
+        return _apply(op, View(rows, now_ms()))
+
+    def _cached(self, keys: tuple[Key, ...]) -> dict[Key, Row] | None:
+        """The committed rows of ``keys`` if all are known in memory and none has a change in
+        flight, else None. Without a cache (the default), always None."""
+        return None
 
     async def execute(self, op: Op) -> Reply:
         """Queue ``op`` and wait for its reply (errors come back as values, not raised)."""

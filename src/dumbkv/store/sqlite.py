@@ -37,6 +37,7 @@ import aiosqlite
 from ..errors import StoreError
 from .base import Changes, Key, KeyCount, Row, Store, now_ms, split_changes
 from .checkpoint import Checkpointer
+from .rowcache import MISSING, RowCache
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -44,6 +45,7 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 _CHUNK = 500  # rows per IN (...) query, well under SQLite's variable limit
 _MMAP_BYTES = 1 << 30
+_CACHE_MB = 64
 #: The writer checkpoints by itself only past this many WAL pages; the Checkpointer runs first.
 _AUTOCHECKPOINT_PAGES = 8192  # address space only; the OS pages the file in and out as it needs
 
@@ -110,6 +112,11 @@ class SQLiteStore(Store):
         self._last_job: asyncio.Future[Any] | None = None
         self._busy_ms = int(timeout * 1000)
         self._checkpointer = Checkpointer(self.path)
+        #: Committed rows kept in memory (DumbKV is the only writer of its file).
+        self._cache = RowCache(_cache_budget(options))
+        self._flushing = 0  # FLUSHDB/FLUSHALL jobs in the thread: cache nothing meanwhile
+        self._version: int | None = None
+        self._version_checked = False
 
     def _job(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Run ``fn(connection)`` on aiosqlite's worker thread (first-in first-out).
@@ -188,22 +195,34 @@ class SQLiteStore(Store):
         if self._db is None:
             raise StoreError("sqlite store is not open")
         rows: dict[Key, Row] = {}
-        missing = keys
+        missing: list[Key] = []
         overlay = self._overlay
-        if overlay and keys:
-            missing = []
-            for key in keys:
-                hit = overlay.get(key)
-                if hit is None:
+        cache = self._cache
+        if keys:
+            self._cache_fresh()
+        for key in keys:
+            hit = overlay.get(key)
+            if hit is not None:
+                row: Row | object | None = hit[1]
+            else:
+                row = cache.get(key)
+                if row is MISSING:
                     missing.append(key)
-                elif hit[1] is not None:
-                    rows[key] = hit[1]
+                    continue
+            if row is not None:
+                rows[key] = row  # type: ignore[assignment]
         if missing:
             reader = self._reader
             if reader is not None:
-                rows.update(_load(reader, missing))
+                loaded = _load(reader, missing)
             else:  # in memory: the one connection is the worker thread's
-                rows.update(await self._in_thread(lambda conn: _load(conn, missing)))
+                loaded = await self._in_thread(lambda conn: _load(conn, missing))
+            # Nothing in flight changes these keys (they are not in the overlay): what was
+            # read is their committed state.
+            if not self._flushing:
+                for key in missing:
+                    cache.put(key, loaded.get(key))
+            rows.update(loaded)
         changes = compute(rows, now_ms())
         if not changes and self._writing is None and not self._staged:
             return None  # it read committed rows only
@@ -260,15 +279,44 @@ class SQLiteStore(Store):
                 raise
             # Another process holds the write lock: wait for it (up to the busy timeout)
             # off the loop.
+            self._cache.clear()  # another process writes: what we remember may be stale
             return self._job(lambda c: _write_waiting(c, changes))
         finally:
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         try:
+            self._note_version(conn)  # the lock is ours: exact
             _apply_changes(conn, changes)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return self._job(_commit)
+
+    def _note_version(self, conn: sqlite3.Connection) -> None:
+        """Forget the cached rows if another process committed since we last looked.
+
+        ``PRAGMA data_version`` on the write connection changes only with commits made by
+        other connections, and ours never commit (the reader is read-only): a change means
+        someone edited the file behind the server's back (a tampered row, a repair by hand).
+        """
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+
+    def _cache_fresh(self) -> None:
+        """Look for outside commits once per turn of the loop, when the writer is idle (while
+        it works, each group looks under its lock)."""
+        if self._version_checked or self._db is None or self._reader is None:
+            return
+        last = self._last_job
+        if self._writing is not None or (last is not None and not last.done()):
+            return
+        self._version_checked = True
+        asyncio.get_running_loop().call_soon(self._version_unchecked)
+        self._note_version(self._db._conn)
+
+    def _version_unchecked(self) -> None:
+        self._version_checked = False
 
     def _written(self, job: asyncio.Future[None]) -> None:
         """On the loop, when a group is through: answer it, then start the next group."""
@@ -279,10 +327,12 @@ class SQLiteStore(Store):
             error = job.exception()
         if error is None:
             overlay = self._overlay
+            cache = self._cache
             rows = 0
             for staged in group:
                 rows += len(staged.changes)
-                for key in staged.changes:
+                for key, row in staged.changes.items():
+                    cache.put(key, row)
                     hit = overlay.get(key)
                     if hit is not None and hit[0] == staged.seq:
                         del overlay[key]
@@ -293,8 +343,24 @@ class SQLiteStore(Store):
         # Every batch staged since was computed on top of this group: none may commit.
         failed, self._staged = group + self._staged, []
         self._overlay.clear()
+        self._cache.clear()  # the commit's outcome is unknown: read the file again
         for staged in failed:
             _fail(staged.durable, error)
+
+    def _cached(self, keys: tuple[Key, ...]) -> dict[Key, Row] | None:
+        self._cache_fresh()
+        overlay = self._overlay
+        cache = self._cache
+        rows: dict[Key, Row] = {}
+        for key in keys:
+            if key in overlay:
+                return None
+            row = cache.get(key)
+            if row is MISSING:
+                return None
+            if row is not None:
+                rows[key] = row  # type: ignore[assignment]
+        return rows
 
     async def _flush(self, db: int | None) -> None:
         def flush(conn: sqlite3.Connection) -> None:
@@ -304,7 +370,15 @@ class SQLiteStore(Store):
                 conn.execute("DELETE FROM kv WHERE db = ?", (db,))
             conn.commit()
 
-        await self._in_thread(flush)
+        self._flushing += 1
+        job = self._job(flush)
+        job.add_done_callback(self._flushed)
+        await asyncio.shield(job)
+
+    def _flushed(self, _: object) -> None:
+        # When the job is through, not when its caller stops waiting (a timeout).
+        self._flushing -= 1
+        self._cache.clear()
 
     async def _count(self, now: int) -> dict[int, KeyCount]:
         def count(conn: sqlite3.Connection) -> dict[int, KeyCount]:
@@ -359,6 +433,14 @@ class SQLiteStore(Store):
             with contextlib.suppress(OSError):
                 total += os.path.getsize(self.path + suffix)
         return total
+
+
+def _cache_budget(options: dict[str, str]) -> int:
+    """The row cache's budget in bytes, from the URL option ``cache_mb`` (default 64)."""
+    raw = options.get("cache_mb", str(_CACHE_MB))
+    if not raw.isdigit():
+        raise ValueError("sqlite cache_mb must be a whole number of MiB (0 turns it off)")
+    return int(raw) << 20
 
 
 def _load(conn: sqlite3.Connection, keys: list[Key]) -> dict[Key, Row]:
