@@ -42,6 +42,7 @@ __all__ = [
     "Row",
     "Store",
     "View",
+    "backend_error",
     "now_ms",
     "split_changes",
 ]
@@ -161,6 +162,8 @@ class Store(ABC):
         self._runner: asyncio.Task[None] | None = None
         #: Batches staged and not yet answered, at most ``max_inflight``.
         self._inflight = 0
+        #: Operations submitted whose effect is not yet decided (not staged, or not run).
+        self._unapplied = 0
         self._slot_free: asyncio.Future[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -194,6 +197,7 @@ class Store(ABC):
         """Answer every operation not yet started with a server error; stop the runner after
         the batch in progress (whose commit, if it started, still completes)."""
         queued, self._queue = self._queue, deque()
+        self._unapplied -= len(queued)
         error = StoreError(reason)
         for _, done in queued:
             done(error)
@@ -202,6 +206,7 @@ class Store(ABC):
     def submit(self, op: Op, done: Done) -> None:
         """Queue ``op``; ``done(reply)`` is called once it has run (and committed)."""
         self._queue.append((op, done))
+        self._unapplied += 1
         if self._runner is None:
             self._idle.clear()
             self._runner = asyncio.get_running_loop().create_task(self._run())
@@ -213,7 +218,7 @@ class Store(ABC):
         committed rows of all its keys in memory with no change to them in flight: the read
         then sees exactly what a batch would have, without waiting for one.
         """
-        if op.writes or self._queue or self._runner is not None:
+        if op.writes or self._unapplied:
             return NOT_NOW
         rows = self._cached(op.keys)
         if rows is None:
@@ -263,6 +268,8 @@ class Store(ABC):
             reply = await self._call(op.name, op.run(self))
         except DumbKVError as exc:
             reply = exc
+        finally:
+            self._unapplied -= 1
         done(reply)
 
     async def _start_batch(self, items: list[tuple[Op, Done]]) -> None:
@@ -297,6 +304,7 @@ class Store(ABC):
 
         async def stage_and_wait() -> None:
             durable = await self._stage(sorted(keys), compute, writes)
+            self._unapplied -= len(items)
             staged.set_result(None)
             if durable is not None:
                 await durable
@@ -306,8 +314,9 @@ class Store(ABC):
         except DumbKVError as exc:
             replies[:] = [exc] * len(items)  # nothing of this batch took effect
         finally:
-            if not staged.done():
-                staged.set_result(None)  # it failed before its place was fixed
+            if not staged.done():  # it failed before its place was fixed
+                self._unapplied -= len(items)
+                staged.set_result(None)
         for (_, done), reply in zip(items, replies, strict=True):
             done(reply)
 
@@ -346,9 +355,7 @@ class Store(ABC):
         except DumbKVError:
             raise
         except Exception as exc:
-            log.warning("%s backend error during %s: %s", self.backend, operation,
-                        type(exc).__name__)
-            raise StoreError(f"{self.backend} backend error ({type(exc).__name__})") from exc
+            raise backend_error(self.backend, type(exc).__name__, operation) from exc
         finally:
             self.observe(operation, time.perf_counter() - started, ok)
 
@@ -441,6 +448,13 @@ class Store(ABC):
     @abstractmethod
     async def _size_bytes(self) -> int:
         """Bytes on disk."""
+
+
+def backend_error(backend: str, kind: str, operation: str = "batch") -> StoreError:
+    """The server error for a backend exception of class ``kind`` (its message is not used:
+    a driver's message may quote data); logged once here."""
+    log.warning("%s backend error during %s: %s", backend, operation, kind)
+    return StoreError(f"{backend} backend error ({kind})")
 
 
 def _apply(op: KeyOp, view: View) -> Reply:

@@ -1,32 +1,41 @@
-"""SQLite backend on aiosqlite: the embedded default.
+"""SQLite backend: the embedded default.
 
 Reads run on the event loop, on a read-only connection: in WAL mode a reader never waits for
-the writer, and a point lookup of cached pages costs about a microsecond. Writes never touch
-the loop: a staged batch's changes go to aiosqlite's worker thread, which writes and commits
-them there (the commit waits for the disk without holding the GIL).
+the writer, and a point lookup costs a few microseconds. Committed rows are also kept in a
+bounded in-memory cache (``RowCache``), so a read with nothing in flight before it is answered
+at once (``Store.read_now``).
 
-Staging does not wait for the commit. The changes of every batch staged but not yet committed
-stay in an in-memory overlay, and a later batch reads its rows through it: it sees those
-changes (read-your-writes, atomic INCR) while the disk works. The writer takes every batch
-staged while it was busy as one group, in one transaction (group commit). A batch is answered
-only when its group has committed, and a read that saw uncommitted changes only when they
-are committed. If a group fails, its batches and every batch staged after it (computed on top
-of it) are answered with a server error and the overlay is dropped: nothing of them was
-acknowledged, and the next batch reads the committed rows again.
+Writes never touch the loop. A staged batch's row changes go to the writer (``writer.py``), a
+child process with its own connection: it writes and commits them on the machine's other core,
+taking every batch waiting in its pipe into one transaction (group commit). Staging does not
+wait for the commit: the changes of every batch sent but not yet committed stay in an in-memory
+overlay, and later batches read their rows through it (read-your-writes, atomic INCR). A batch
+is answered when the writer acknowledges its commit, and a read that saw uncommitted changes
+only when they are committed. If a commit fails, its batches and every batch sent after it
+(computed on top of it) are answered with a server error, the overlay and the cache are
+dropped, and the writer is told to start again from the committed rows. If the writer process
+dies, the same happens and a new one is started.
 
-DumbKV is the only writer of its file (Kubernetes runs one replica with the Recreate strategy);
-if another process holds the write lock, the worker thread waits for it up to the timeout.
+Whole-database steps (FLUSHDB, counts, the expiry sweep, readiness pings) run on aiosqlite's
+worker thread, after every batch before them is committed.
 
-URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``; query option
-``synchronous=full|normal`` (default ``full``: a commit reaches the disk before its reply).
+DumbKV is the only writer of its file (Kubernetes runs one replica with the Recreate strategy).
+Commits made by anyone else are noticed (``PRAGMA data_version``) and empty the cache; a
+foreign lock is waited for, up to the timeout, by the writer, never by the loop.
+
+URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``; query options
+``synchronous=full|normal`` (default ``full``: a commit reaches the disk before its reply) and
+``cache_mb=N`` (the row cache's budget in MiB, default 64; 0 turns it off).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,19 +44,20 @@ from urllib.parse import parse_qs
 import aiosqlite
 
 from ..errors import StoreError
-from .base import Changes, Key, KeyCount, Row, Store, now_ms, split_changes
+from .base import Changes, Key, KeyCount, Row, Store, backend_error, now_ms, split_changes
 from .checkpoint import Checkpointer
 from .rowcache import MISSING, RowCache
+from .writer import AUTOCHECKPOINT_PAGES, MMAP_BYTES
+from .writerlink import ProcessLink, ThreadLink, WriterLink
 
 __all__ = ["SQLiteStore", "sqlite_path"]
+
+log = logging.getLogger("dumbkv.store")
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
 _CHUNK = 500  # rows per IN (...) query, well under SQLite's variable limit
-_MMAP_BYTES = 1 << 30
 _CACHE_MB = 64
-#: The writer checkpoints by itself only past this many WAL pages; the Checkpointer runs first.
-_AUTOCHECKPOINT_PAGES = 8192  # address space only; the OS pages the file in and out as it needs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dumbkv_schema (version INTEGER NOT NULL);
@@ -60,11 +70,6 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL;
 """
-_UPSERT = (
-    "INSERT INTO kv (db, id, value, expires_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (db, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
-)
-_DELETE = "DELETE FROM kv WHERE db = ? AND id = ?"
 
 
 def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
@@ -78,8 +83,9 @@ def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
-class _Staged:
-    """A batch handed to the writer: its changes, and the future its replies wait for."""
+class _Sent:
+    """A batch handed to the writer: its changes, and the future its replies wait for. A batch
+    without changes waits for the write sent last before it (``seq``)."""
 
     __slots__ = ("changes", "durable", "seq")
 
@@ -101,38 +107,30 @@ class SQLiteStore(Store):
         self._db: aiosqlite.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
+        self._writer: WriterLink | None = None
+        self._restarting: asyncio.Task[None] | None = None
         #: Uncommitted changes by key: (seq of the batch that made it, row or None = deleted).
         self._overlay: dict[Key, tuple[int, Row | None]] = {}
         self._seq = 0
-        #: Batches waiting for the writer, and the group it is committing.
-        self._staged: list[_Staged] = []
-        self._writing: list[_Staged] | None = None
-        #: The newest worker-thread job: the loop uses the write connection only once it is
-        #: done (a caller's timeout stops waiting for a job, not the job itself).
-        self._last_job: asyncio.Future[Any] | None = None
-        self._busy_ms = int(timeout * 1000)
+        #: Batches sent to the writer and not yet acknowledged, in order.
+        self._sent: deque[_Sent] = deque()
         self._checkpointer = Checkpointer(self.path)
         #: Committed rows kept in memory (DumbKV is the only writer of its file).
         self._cache = RowCache(_cache_budget(options))
         self._flushing = 0  # FLUSHDB/FLUSHALL jobs in the thread: cache nothing meanwhile
+        #: The reader's ``PRAGMA data_version`` when the writer was last idle.
         self._version: int | None = None
         self._version_checked = False
 
     def _job(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Run ``fn(connection)`` on aiosqlite's worker thread (first-in first-out).
-
-        The call goes straight into the thread's queue: through ``Connection._execute`` (a
-        coroutine) it would wait for the loop's next turn first, a third of a millisecond
-        under load, on the path of every commit.
-        """
+        """Run ``fn(connection)`` on aiosqlite's worker thread (first-in first-out)."""
         db = self._db
         if db is None:
             raise StoreError("sqlite store is not open")
-        conn = db._conn
-        job: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        db._tx.put_nowait((job, lambda: fn(conn)))
+        job: asyncio.Future[T] = asyncio.ensure_future(
+            db._execute(lambda: fn(db._conn))  # type: ignore[no-untyped-call]
+        )
         job.add_done_callback(_retrieve)
-        self._last_job = job
         return job
 
     def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
@@ -148,19 +146,27 @@ class SQLiteStore(Store):
         )
         await self._in_thread(self._init_schema)
         self._identity = self._file_identity()
-        if self.path != ":memory:":  # a private in-memory database has one connection
+        if self.path == ":memory:":  # one private database: the writer shares the connection
+            self._writer = ThreadLink(self._on_reply, self._on_lost, self._in_thread)
+        else:
             self._reader = sqlite3.connect(
                 f"file:{Path(self.path).absolute()}?mode=ro", uri=True, timeout=self.timeout,
                 isolation_level=None,
             )
             # Read pages through a memory map: a lookup then costs no read() system call.
-            self._reader.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
+            self._reader.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+            self._writer = self._process_link()
+        await self._writer.start()
+
+    def _process_link(self) -> ProcessLink:
+        return ProcessLink(self._on_reply, self._on_lost, str(Path(self.path).absolute()),
+                           self.synchronous, int(self.timeout * 1000), self.timeout)
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
-        conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
@@ -180,6 +186,13 @@ class SQLiteStore(Store):
             raise
 
     async def _close(self) -> None:
+        if self._restarting is not None:
+            self._restarting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._restarting
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await writer.close()
         await self._checkpointer.close()
         if self._reader is not None:
             self._reader.close()
@@ -224,128 +237,111 @@ class SQLiteStore(Store):
                     cache.put(key, loaded.get(key))
             rows.update(loaded)
         changes = compute(rows, now_ms())
-        if not changes and self._writing is None and not self._staged:
-            return None  # it read committed rows only
-        seq = 0
-        if changes:
-            self._seq = seq = self._seq + 1
-            for key, row in changes.items():
-                overlay[key] = (seq, row)
-        staged = _Staged(seq, changes, asyncio.get_running_loop().create_future())
-        self._staged.append(staged)
-        self._kick()
-        return staged.durable
+        sent = self._sent
+        if not changes:
+            if not sent:
+                return None  # it read committed rows only
+            # It may have read uncommitted changes: it is done when they are.
+            waiter = _Sent(sent[-1].seq, changes, asyncio.get_running_loop().create_future())
+            sent.append(waiter)
+            return waiter.durable
+        writer = self._writer
+        if writer is None or self._restarting is not None:
+            raise StoreError("sqlite writer process is restarting")
+        self._seq = seq = self._seq + 1
+        upserts, deletes = split_changes(changes)
+        writer.send(("w", seq, upserts, deletes))
+        for key, row in changes.items():
+            overlay[key] = (seq, row)
+        batch = _Sent(seq, changes, asyncio.get_running_loop().create_future())
+        sent.append(batch)
+        return batch.durable
 
-    def _kick(self, _: object = None) -> None:
-        """Hand every staged batch to the writer as one group, unless it is busy.
+    def _on_reply(self, reply: Any) -> None:
+        """A reply from the writer: batches committed up to a seq, or a failed commit."""
+        if reply[0] == "ok":
+            _, seq, outside = reply
+            if outside:
+                self._cache.clear()  # someone else committed: what we remember may be stale
+            self._committed(seq)
+        else:
+            _, seq, kind, message = reply
+            self._failed(_writer_error(self.backend, kind, message))
+            if self._writer is not None:
+                self._writer.send(("reset",))
 
-        The group's statements run here, on the loop, inside ``BEGIN IMMEDIATE`` (a few
-        microseconds a row); only the ``COMMIT``, which waits for the disk, goes to the worker
-        thread: one hand-over, and the thread never contends for the GIL row by row.
-        """
-        if self._writing is not None or not self._staged:
-            return
-        last = self._last_job
-        if last is not None and not last.done():
-            last.add_done_callback(self._kick)  # the thread still uses the connection
-            return
-        group, self._staged = self._staged, []
-        merged: Changes = {}
-        for staged in group:
-            merged.update(staged.changes)  # in order: the last change of a key wins
-        if not merged:  # reads only, and every write before them is committed
-            for staged in group:
-                _resolve(staged.durable)
-            return
-        self._writing = group
+    def _committed(self, seq: int) -> None:
+        sent = self._sent
+        overlay = self._overlay
+        cache = self._cache
+        rows = 0
+        while sent and sent[0].seq <= seq:
+            batch = sent.popleft()
+            rows += len(batch.changes)
+            for key, row in batch.changes.items():
+                cache.put(key, row)
+                hit = overlay.get(key)
+                if hit is not None and hit[0] == batch.seq:
+                    del overlay[key]
+            _resolve(batch.durable)
+        self._checkpointer.written(rows)
+        if not sent:
+            self._note_own_commits()
+
+    def _note_own_commits(self) -> None:
+        """Take the reader's ``data_version`` after our own commits as the new baseline (an
+        outside commit in the moment between theirs and this is caught by the writer, at its
+        next transaction)."""
+        if self._reader is not None:
+            self._version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+
+    def _failed(self, error: BaseException) -> None:
+        """Every batch not yet committed fails: the later ones were computed on top of the
+        first. Forget what they changed, and what the cache holds (the outcome is unknown)."""
+        failed, self._sent = self._sent, deque()
+        self._overlay.clear()
+        self._cache.clear()
+        for batch in failed:
+            _fail(batch.durable, error)
+
+    def _on_lost(self) -> None:
+        """The writer process died: fail what it had not acknowledged, start a new one."""
+        self._failed(StoreError("sqlite writer process exited; restarting it"))
+        if self._writer is not None and self._restarting is None:
+            self._restarting = asyncio.get_running_loop().create_task(self._restart())
+
+    async def _restart(self) -> None:
         try:
-            job = self._begin_write(merged)
-        except BaseException as exc:
-            job = asyncio.get_running_loop().create_future()
-            job.set_exception(exc)
-        job.add_done_callback(self._written)
-
-    def _begin_write(self, changes: Changes) -> asyncio.Future[None]:
-        """Write ``changes`` in a transaction and start its commit on the worker thread."""
-        if self._db is None:
-            raise StoreError("sqlite store is not open")
-        self._check_file()
-        conn: sqlite3.Connection = self._db._conn
-        conn.execute("PRAGMA busy_timeout=0")  # on the loop: never wait for a lock
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
-                raise
-            # Another process holds the write lock: wait for it (up to the busy timeout)
-            # off the loop.
-            self._cache.clear()  # another process writes: what we remember may be stale
-            return self._job(lambda c: _write_waiting(c, changes))
+            while self._writer is not None:
+                link = self._process_link()
+                try:
+                    await link.start()
+                except (OSError, StoreError) as exc:
+                    log.error("sqlite writer process could not start: %s", type(exc).__name__)
+                    await asyncio.sleep(self.timeout)  # try again later; writes fail meanwhile
+                    continue
+                self._writer = link
+                return
         finally:
-            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
-        try:
-            self._note_version(conn)  # the lock is ours: exact
-            _apply_changes(conn, changes)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return self._job(_commit)
-
-    def _note_version(self, conn: sqlite3.Connection) -> None:
-        """Forget the cached rows if another process committed since we last looked.
-
-        ``PRAGMA data_version`` on the write connection changes only with commits made by
-        other connections, and ours never commit (the reader is read-only): a change means
-        someone edited the file behind the server's back (a tampered row, a repair by hand).
-        """
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._version:
-            self._cache.clear()
-            self._version = version
+            self._restarting = None
 
     def _cache_fresh(self) -> None:
-        """Look for outside commits once per turn of the loop, when the writer is idle (while
-        it works, each group looks under its lock)."""
-        if self._version_checked or self._db is None or self._reader is None:
-            return
-        last = self._last_job
-        if self._writing is not None or (last is not None and not last.done()):
+        """Once per turn of the loop while nothing is in flight, look for commits made by
+        another process (a row tampered with, a repair by hand): ``PRAGMA data_version`` on the
+        reader changes with any other connection's commit, and ours are all acknowledged. While
+        batches are in flight the writer looks, under its lock, at each commit."""
+        if self._version_checked or self._reader is None or self._sent:
             return
         self._version_checked = True
         asyncio.get_running_loop().call_soon(self._version_unchecked)
-        self._note_version(self._db._conn)
+        version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            if self._version is not None:
+                self._cache.clear()
+            self._version = version
 
     def _version_unchecked(self) -> None:
         self._version_checked = False
-
-    def _written(self, job: asyncio.Future[None]) -> None:
-        """On the loop, when a group is through: answer it, then start the next group."""
-        group, self._writing = self._writing or [], None
-        if job.cancelled():
-            error: BaseException | None = StoreError("sqlite write was cancelled")
-        else:
-            error = job.exception()
-        if error is None:
-            overlay = self._overlay
-            cache = self._cache
-            rows = 0
-            for staged in group:
-                rows += len(staged.changes)
-                for key, row in staged.changes.items():
-                    cache.put(key, row)
-                    hit = overlay.get(key)
-                    if hit is not None and hit[0] == staged.seq:
-                        del overlay[key]
-                _resolve(staged.durable)
-            self._checkpointer.written(rows)
-            self._kick()
-            return
-        # Every batch staged since was computed on top of this group: none may commit.
-        failed, self._staged = group + self._staged, []
-        self._overlay.clear()
-        self._cache.clear()  # the commit's outcome is unknown: read the file again
-        for staged in failed:
-            _fail(staged.durable, error)
 
     def _cached(self, keys: tuple[Key, ...]) -> dict[Key, Row] | None:
         self._cache_fresh()
@@ -379,6 +375,7 @@ class SQLiteStore(Store):
         # When the job is through, not when its caller stops waiting (a timeout).
         self._flushing -= 1
         self._cache.clear()
+        self._note_own_commits()
 
     async def _count(self, now: int) -> dict[int, KeyCount]:
         def count(conn: sqlite3.Connection) -> dict[int, KeyCount]:
@@ -402,6 +399,7 @@ class SQLiteStore(Store):
             return cur.rowcount
 
         removed: int = await self._in_thread(sweep)
+        self._note_own_commits()
         return removed
 
     async def _ping(self) -> None:
@@ -461,42 +459,16 @@ def _load(conn: sqlite3.Connection, keys: list[Key]) -> dict[Key, Row]:
     return rows
 
 
-def _apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
-    upserts, deletes = split_changes(changes)
-    if deletes:
-        conn.executemany(_DELETE, deletes)
-    if upserts:
-        conn.executemany(_UPSERT, upserts)
-
-
-def _commit(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _write_waiting(conn: sqlite3.Connection, changes: Changes) -> None:
-    """The whole write on the worker thread, where waiting for the lock blocks nobody."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        _apply_changes(conn, changes)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    _commit(conn)
+def _writer_error(backend: str, kind: str, message: str) -> StoreError:
+    if kind == "FileGone":  # our own message: it says what to do
+        return StoreError(message)
+    return backend_error(backend, kind)
 
 
 def _retrieve(job: asyncio.Future[Any]) -> None:
     """Mark a worker job's outcome as seen: a caller that timed out will never look at it."""
     if not job.cancelled():
         job.exception()
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _resolve(durable: asyncio.Future[None]) -> None:

@@ -1,0 +1,169 @@
+"""The SQLite writer process: applies and commits batches of row changes, off the server's core.
+
+The server computes every batch on its event loop (reads, the commands' logic, encryption)
+and sends only the resulting row changes here, over a pipe. This process writes them with its
+own connection and commits; the server answers the batch's commands when the commit is
+acknowledged. Writes and ``fsync`` then run on the machine's other core, and never contend
+with the event loop for Python's GIL.
+
+Group commit: every batch already waiting in the pipe when a transaction starts goes into that
+transaction, one commit for all. Acknowledgements carry the sequence number of the newest batch
+committed; a failed transaction is reported with the error's class and SQLite's own message
+(which never quotes data). After a failure, batches are dropped unread until the server sends
+``reset``: they were computed on top of changes that never committed.
+
+The process ends when its input closes (the server stopped, or was killed).
+
+Wire format, both ways: a 4-byte little-endian length, then a ``marshal`` payload:
+
+* server -> writer: ``("w", seq, upserts, deletes)``, ``("reset",)``
+* writer -> server: ``("ready",)``, ``("ok", seq, outside)`` (``outside``: another connection
+  committed since the previous transaction), ``("err", seq, error class, message)``
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import sqlite3
+import struct
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["DELETE", "UPSERT", "FileGone", "FrameReader", "Writer", "frame", "main"]
+
+UPSERT = (
+    "INSERT INTO kv (db, id, value, expires_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (db, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+)
+DELETE = "DELETE FROM kv WHERE db = ? AND id = ?"
+#: Pages are read through a memory map (address space only; the OS pages the file in and out).
+MMAP_BYTES = 1 << 30
+#: A commit checkpoints by itself only past this many WAL pages: the server's background
+#: checkpointer normally runs long before.
+AUTOCHECKPOINT_PAGES = 8192
+_LEN = struct.Struct("<I")
+_READ = 1 << 20
+
+
+def frame(message: Any) -> bytes:
+    """One message as it travels on the pipe."""
+    payload = marshal.dumps(message)
+    return _LEN.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Splits a byte stream into messages; keeps an incomplete tail for the next ``feed``."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> Iterator[Any]:
+        buf = self._buf + data if self._buf else data
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (size,) = _LEN.unpack_from(buf, pos)
+            if end - pos - 4 < size:
+                break
+            yield marshal.loads(buf[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+        self._buf = buf[pos:]
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class FileGone(Exception):
+    """The database file was deleted or replaced while the server uses it."""
+
+
+class Writer:
+    """Applies write messages on one connection (in autocommit mode)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+        self.identity = _identity(path) if path != ":memory:" else None
+        self.failed = False
+        self.version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def run(self, fd_in: int, fd_out: int) -> None:
+        reader = FrameReader()
+        os.write(fd_out, frame(("ready",)))
+        while True:
+            data = os.read(fd_in, _READ)
+            if not data:
+                return  # the server is gone
+            messages = list(reader.feed(data))
+            replies = self.apply(messages)
+            if replies:
+                os.write(fd_out, b"".join(frame(r) for r in replies))
+
+    def apply(self, messages: list[Any]) -> list[Any]:
+        """Commit every write among ``messages`` in one transaction; the replies to send."""
+        writes: list[Any] = []
+        for message in messages:
+            if message[0] == "reset":
+                self.failed = False
+                writes.clear()  # dropped already: they came before the reset
+            elif not self.failed:
+                writes.append(message)
+        if not writes:
+            return []
+        try:
+            outside = self.commit(writes)
+        except Exception as exc:
+            self.failed = True
+            return [("err", writes[0][1], type(exc).__name__, str(exc))]
+        return [("ok", writes[-1][1], outside)]
+
+    def commit(self, writes: list[Any]) -> bool:
+        """One transaction for ``writes``; whether another connection committed since the
+        last one (``PRAGMA data_version``, read under the write lock)."""
+        if self.identity is not None and _identity(self.path) != self.identity:
+            raise FileGone(
+                "sqlite database file was removed or replaced while in use; "
+                "restart the server to open it again"
+            )
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+            outside = bool(version != self.version)
+            self.version = version
+            for _, _, upserts, deletes in writes:
+                if deletes:
+                    conn.executemany(DELETE, deletes)
+                if upserts:
+                    conn.executemany(UPSERT, upserts)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outside
+
+
+def main(argv: list[str]) -> None:
+    """``python -m dumbkv.store.writer PATH SYNCHRONOUS BUSY_MS``, started by the server."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops us
+    path, synchronous, busy_ms = argv[0], argv[1], int(argv[2])
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_ms / 1000)
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+    Writer(conn, path).run(sys.stdin.fileno(), sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
