@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -41,7 +42,7 @@ def test_key_id_without_secret_is_sha256(key: bytes) -> None:
 
 
 @pytest.mark.parametrize("key", [b"", b"user:1", b"\x00\xff\r\n", b"k" * 10_000])
-@pytest.mark.parametrize("secret", [SECRET, b"x", b"s" * 200])
+@pytest.mark.parametrize("secret", [SECRET, b"x", b"b" * 64, b"c" * 65, b"s" * 200])
 def test_key_id_with_secret_is_hmac_sha256(key: bytes, secret: bytes) -> None:
     expected = hmac.new(secret, key, hashlib.sha256).digest()
     assert Crypto(secret).key_id(key) == expected
@@ -241,3 +242,125 @@ def test_round_trip_and_tamper_property(
     tampered[index] ^= flip
     with pytest.raises(IntegrityError):
         crypto.open(key, db, kid, bytes(tampered))
+
+
+# --------------------------------------------------------------------------- stored format
+
+# Envelopes written by an earlier build of this module: (secret, key, db, value, envelope hex).
+VECTORS = [
+    (
+        None,
+        b"user:1",
+        7,
+        b"hello \x00\xff world",
+        "0199bf8743ec4d76ed74dcc61db18a74d3468977daa78f5874be6708994de5b5d83ed624ea64d02f414a52fb"
+        "3b08d9049af4f6b57e91bc",
+    ),
+    (
+        None,
+        b"empty",
+        0,
+        b"",
+        "01976216faa76787de1f4d83cf2d218f38cbdffee021974ba61fa5f61443b1f120a92807c2340b79bf",
+    ),
+    (
+        SECRET,
+        b"user:1",
+        7,
+        b"hello \x00\xff world",
+        "01c98e328992f15d5a48ceebe96583d7f15a61cb5768a4ce9d2ba7e585c401dc4820e6cec049539c9ed1bc"
+        "ec47c34d4fa108ec019dc4c9",
+    ),
+    (
+        SECRET,
+        b"empty",
+        0,
+        b"",
+        "015b0bfa054f4fe37db9769bbea33a3bb7d8c2fd552536642234103ce89e16e497df23a2cfafd0e71f",
+    ),
+]
+
+
+@pytest.mark.parametrize(("secret", "key", "db", "value", "envelope"), VECTORS)
+def test_previously_written_envelopes_still_open(
+    secret: bytes | None, key: bytes, db: int, value: bytes, envelope: str
+) -> None:
+    crypto = Crypto(secret)
+    blob = bytes.fromhex(envelope)
+    kid = crypto.key_id(key)
+    assert crypto.open(key, db, kid, blob) == value
+    # and each of them is still bound to its key, database and secret
+    with pytest.raises(IntegrityError):
+        crypto.open(key, db + 1, kid, blob)
+    with pytest.raises(IntegrityError):
+        crypto.open(key + b"x", db, crypto.key_id(key + b"x"), blob)
+    with pytest.raises(IntegrityError):
+        Crypto(b"another secret" if secret is None else None).open(key, db, kid, blob)
+
+
+@pytest.mark.parametrize("db", [0, 5, 63, 64, 2**31 - 1])
+@pytest.mark.parametrize("value", [b"", b"abc", bytes(range(256)) * 4])
+@pytest.mark.parametrize("secret", [None, SECRET], ids=["no-secret", "secret"])
+def test_envelope_is_the_documented_construction(
+    secret: bytes | None, db: int, value: bytes
+) -> None:
+    """Decrypt with libsodium directly, deriving every input by the documented formulas."""
+    crypto = Crypto(secret)
+    salt = hashlib.sha256(b"dumbkv:value-key:" + secret).digest() if secret else b""
+    key = b"user:42"
+    kid, blob = sealed(crypto, key, value, db)
+    value_key = hashlib.blake2b(key, digest_size=32, key=salt, person=b"dumbkv:value:v1").digest()
+    aad = b"\x01" + db.to_bytes(4, "big") + kid
+    assert blob[0] == 1
+    assert (
+        crypto_aead_xchacha20poly1305_ietf_decrypt(blob[HEADER:], aad, blob[1:HEADER], value_key)
+        == value
+    )
+
+
+def test_ids_of_any_length_are_bound(crypto: Crypto) -> None:
+    blob = crypto.seal(b"k", 0, b"short", b"v")
+    assert crypto.open(b"k", 0, b"short", blob) == b"v"
+    for other in (b"shorT", b"short\x00", b"shor", crypto.key_id(b"k")):
+        with pytest.raises(IntegrityError):
+            crypto.open(b"k", 0, other, blob)
+
+
+def test_large_value_tamper_is_detected(crypto: Crypto) -> None:
+    value = os.urandom(1024 * 1024)
+    kid, blob = sealed(crypto, b"big", value)
+    assert crypto.open(b"big", 0, kid, blob) == value
+    for index in (HEADER, len(blob) // 2, len(blob) - 1):
+        tampered = bytearray(blob)
+        tampered[index] ^= 0x01
+        with pytest.raises(IntegrityError):
+            crypto.open(b"big", 0, kid, bytes(tampered))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_reuse_the_parents_nonces(crypto: Crypto) -> None:
+    kid = crypto.key_id(b"k")
+    crypto.seal(b"k", 0, kid, b"v")  # the parent now holds pre-drawn nonces
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report the nonces of its next seals, then leave at once
+        try:
+            os.close(read_end)
+            nonces = b"".join(crypto.seal(b"k", 0, kid, b"v")[1:HEADER] for _ in range(8))
+            os.write(write_end, nonces)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        child = b""
+        while chunk := os.read(read_end, 4096):
+            child += chunk
+    finally:
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(child) == 8 * NONCE
+    parent = [crypto.seal(b"k", 0, kid, b"v")[1:HEADER] for _ in range(8)]
+    child_nonces = {child[i : i + NONCE] for i in range(0, len(child), NONCE)}
+    assert len(child_nonces) == 8
+    assert child_nonces.isdisjoint(parent)
