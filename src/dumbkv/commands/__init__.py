@@ -30,8 +30,8 @@ def lookup(argv: list[bytes]) -> Command:
 
 def dispatch(session: Session, cmd: Command, argv: list[bytes]) -> Result:
     """Check arity and authentication, then run ``cmd``'s handler."""
-    if not cmd.arity_ok(len(argv)):
+    if not cmd.min_argc <= len(argv) <= cmd.max_argc:
         raise CommandError(f"wrong number of arguments for '{cmd.name}' command")
-    if not session.authenticated and "noauth" not in cmd.flags:
+    if not session.authenticated and not cmd.noauth:
         raise AuthError("Authentication required.", prefix="NOAUTH")
     return cmd.handler(session, argv)

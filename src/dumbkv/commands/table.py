@@ -28,9 +28,11 @@ class Command:
     flags: frozenset[str]
     syntax: str
     summary: str
-
-    def arity_ok(self, argc: int) -> bool:
-        return argc == self.arity if self.arity > 0 else argc >= -self.arity
+    #: Fewest and most words allowed (from ``arity``), and whether it runs before AUTH:
+    #: worked out once, at registration, for the dispatch of every command.
+    min_argc: int = 0
+    max_argc: float = 0
+    noauth: bool = False
 
 
 TABLE: dict[bytes, Command] = {}
@@ -45,7 +47,11 @@ def command(
         key = name.lower().encode()
         if key in TABLE:
             raise RuntimeError(f"command {name} registered twice")
-        TABLE[key] = Command(name.lower(), handler, arity, frozenset(flags), syntax, summary)
+        TABLE[key] = Command(
+            name.lower(), handler, arity, frozenset(flags), syntax, summary,
+            min_argc=abs(arity), max_argc=arity if arity > 0 else float("inf"),
+            noauth="noauth" in flags,
+        )
         return handler
 
     return register

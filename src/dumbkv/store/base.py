@@ -35,6 +35,7 @@ from ..resp import Reply
 __all__ = [
     "NOT_NOW",
     "DbOp",
+    "Durable",
     "Key",
     "KeyCount",
     "KeyOp",
@@ -275,59 +276,35 @@ class Store(ABC):
     async def _start_batch(self, items: list[tuple[Op, Done]]) -> None:
         """Stage one batch (its rows read and its changes handed to the backend, which fixes
         its place in the order) and return; the replies go out once it is durable."""
-        loop = asyncio.get_running_loop()
-        staged: asyncio.Future[None] = loop.create_future()
-        self._inflight += 1
-        task = loop.create_task(self._batch(items, staged))
-        task.add_done_callback(self._batch_finished)
-        await staged
-        while self._inflight >= self.max_inflight:
-            self._slot_free = loop.create_future()
-            await self._slot_free
-
-    async def _batch(self, items: list[tuple[Op, Done]], staged: asyncio.Future[None]) -> None:
         keys: set[Key] = set()
         writes = False
         for op, _ in items:
             keys.update(op.keys)  # type: ignore[union-attr]
             writes = writes or op.writes  # type: ignore[union-attr]
-        replies: list[Reply] = []
-
-        def compute(rows: dict[Key, Row], now: int) -> Changes:
-            # May run more than once (a backend retries a transaction that lost a conflict):
-            # only the last run's replies count.
-            replies.clear()
-            view = View(rows, now)
-            for op, _ in items:
-                replies.append(_apply(op, view))  # type: ignore[arg-type]
-            return view.changes
-
-        async def stage_and_wait() -> None:
-            durable = await self._stage(sorted(keys), compute, writes)
-            self._unapplied -= len(items)
-            staged.set_result(None)
-            if durable is not None:
-                await durable
-
+        batch = _Batch(self, items)
+        self._inflight += 1
         try:
-            await self._call("batch", stage_and_wait())
+            durable = await self._call("stage", self._stage(sorted(keys), batch.compute, writes),
+                                       observe=False)
         except DumbKVError as exc:
-            replies[:] = [exc] * len(items)  # nothing of this batch took effect
+            durable = None
+            batch.finish(exc)  # nothing of this batch took effect
         finally:
-            if not staged.done():  # it failed before its place was fixed
-                self._unapplied -= len(items)
-                staged.set_result(None)
-        for (_, done), reply in zip(items, replies, strict=True):
-            done(reply)
+            self._unapplied -= len(items)
+        if durable is None:
+            batch.finish(None)
+        else:
+            batch.wait_for(durable)
+        while self._inflight >= self.max_inflight:
+            self._slot_free = asyncio.get_running_loop().create_future()
+            await self._slot_free
 
-    def _batch_finished(self, task: asyncio.Task[None]) -> None:
+    def _batch_finished(self) -> None:
         self._inflight -= 1
         slot_free = self._slot_free
         if slot_free is not None and not slot_free.done():
             slot_free.set_result(None)
         self._settle_idle()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("store batch failed: %s", type(task.exception()).__name__)
 
     async def _quiesce(self) -> None:
         """Wait until every batch already staged is durable and answered."""
@@ -339,7 +316,7 @@ class Store(ABC):
         if self._runner is None and not self._inflight:
             self._idle.set()
 
-    async def _call(self, operation: str, awaitable: Awaitable[Any]) -> Any:
+    async def _call(self, operation: str, awaitable: Awaitable[Any], observe: bool = True) -> Any:
         """Run one backend call with the timeout, timing and error wrapping all share."""
         started = time.perf_counter()
         ok = False
@@ -349,15 +326,17 @@ class Store(ABC):
             ok = True
             return result
         except TimeoutError:
-            raise StoreError(
-                f"{self.backend} backend did not answer within {self.timeout:g}s"
-            ) from None
+            raise self._timed_out() from None
         except DumbKVError:
             raise
         except Exception as exc:
             raise backend_error(self.backend, type(exc).__name__, operation) from exc
         finally:
-            self.observe(operation, time.perf_counter() - started, ok)
+            if observe:
+                self.observe(operation, time.perf_counter() - started, ok)
+
+    def _timed_out(self) -> StoreError:
+        return StoreError(f"{self.backend} backend did not answer within {self.timeout:g}s")
 
     # ----------------------------------------------------------------- whole-db steps
     def flush_op(self, db: int | None) -> DbOp:
@@ -420,14 +399,14 @@ class Store(ABC):
     @abstractmethod
     async def _stage(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
-    ) -> Awaitable[None] | None:
+    ) -> Durable | None:
         """Load ``keys`` (locked against other writers when ``writes``), call
         ``compute(rows, now_ms)`` and hand the returned changes to the backend.
 
         Return once the batch's place in the order is fixed: ``None`` if its changes are
-        already committed, or an awaitable that completes when they are (and raises if they
-        never will be). Batches staged later must see this one's changes. ``compute`` is pure:
-        a backend may call it again to retry a transaction."""
+        already committed, or a ``Durable`` the backend resolves when they are (with an error
+        if they never will be). Batches staged later must see this one's changes. ``compute``
+        is pure: a backend may call it again to retry a transaction."""
 
     @abstractmethod
     async def _flush(self, db: int | None) -> None:
@@ -448,6 +427,82 @@ class Store(ABC):
     @abstractmethod
     async def _size_bytes(self) -> int:
         """Bytes on disk."""
+
+
+class Durable:
+    """The commit of a staged batch, as a backend reports it. Unlike an asyncio future it calls
+    back at once, not on the loop's next turn: the replies go out in the turn that learns of
+    the commit."""
+
+    __slots__ = ("_callbacks", "done")
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[BaseException | None], None]] = []
+        self.done = False
+
+    def add_callback(self, callback: Callable[[BaseException | None], None]) -> None:
+        self._callbacks.append(callback)
+
+    def resolve(self, error: BaseException | None = None) -> None:
+        """The batch committed (``error`` None) or never will; the first word counts."""
+        if self.done:
+            return
+        self.done = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(error)
+
+
+class _Batch:
+    """One batch's operations and replies, from staging to the last ``done``."""
+
+    __slots__ = ("finished", "items", "replies", "started", "store", "timer")
+
+    def __init__(self, store: Store, items: list[tuple[Op, Done]]) -> None:
+        self.store = store
+        self.items = items
+        self.replies: list[Reply] = []
+        self.started = time.perf_counter()
+        self.timer: asyncio.TimerHandle | None = None
+        self.finished = False
+
+    def compute(self, rows: dict[Key, Row], now: int) -> Changes:
+        # May run more than once (a backend retries a transaction that lost a conflict): only
+        # the last run's replies count.
+        replies = self.replies
+        replies.clear()
+        view = View(rows, now)
+        for op, _ in self.items:
+            replies.append(_apply(op, view))  # type: ignore[arg-type]
+        return view.changes
+
+    def wait_for(self, durable: Durable) -> None:
+        """Answer when ``durable`` resolves, or with a timeout error when the store's timeout
+        (counted from staging) runs out first."""
+        left = self.store.timeout - (time.perf_counter() - self.started)
+        self.timer = asyncio.get_running_loop().call_later(max(left, 0), self._timed_out)
+        durable.add_callback(self.finish)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self.finish(self.store._timed_out())
+
+    def finish(self, error: BaseException | None) -> None:
+        """Send every reply (``error`` in place of each when the batch failed); once."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+        store = self.store
+        if error is not None:
+            if not isinstance(error, DumbKVError):
+                error = backend_error(store.backend, type(error).__name__)
+            self.replies[:] = [error] * len(self.items)
+        store.observe("batch", time.perf_counter() - self.started, error is None)
+        store._batch_finished()
+        for (_, done), reply in zip(self.items, self.replies, strict=True):
+            done(reply)
 
 
 def backend_error(backend: str, kind: str, operation: str = "batch") -> StoreError:

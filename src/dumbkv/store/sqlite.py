@@ -44,7 +44,17 @@ from urllib.parse import parse_qs
 import aiosqlite
 
 from ..errors import StoreError
-from .base import Changes, Key, KeyCount, Row, Store, backend_error, now_ms, split_changes
+from .base import (
+    Changes,
+    Durable,
+    Key,
+    KeyCount,
+    Row,
+    Store,
+    backend_error,
+    now_ms,
+    split_changes,
+)
 from .checkpoint import Checkpointer
 from .rowcache import MISSING, RowCache
 from .writer import AUTOCHECKPOINT_PAGES, MMAP_BYTES
@@ -89,10 +99,10 @@ class _Sent:
 
     __slots__ = ("changes", "durable", "seq")
 
-    def __init__(self, seq: int, changes: Changes, durable: asyncio.Future[None]) -> None:
+    def __init__(self, seq: int, changes: Changes) -> None:
         self.seq = seq
         self.changes = changes
-        self.durable = durable
+        self.durable = Durable()
 
 
 class SQLiteStore(Store):
@@ -204,7 +214,7 @@ class SQLiteStore(Store):
     # ----------------------------------------------------------------- batches
     async def _stage(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
-    ) -> Awaitable[None] | None:
+    ) -> Durable | None:
         if self._db is None:
             raise StoreError("sqlite store is not open")
         rows: dict[Key, Row] = {}
@@ -242,7 +252,7 @@ class SQLiteStore(Store):
             if not sent:
                 return None  # it read committed rows only
             # It may have read uncommitted changes: it is done when they are.
-            waiter = _Sent(sent[-1].seq, changes, asyncio.get_running_loop().create_future())
+            waiter = _Sent(sent[-1].seq, changes)
             sent.append(waiter)
             return waiter.durable
         writer = self._writer
@@ -253,7 +263,7 @@ class SQLiteStore(Store):
         writer.send(("w", seq, upserts, deletes))
         for key, row in changes.items():
             overlay[key] = (seq, row)
-        batch = _Sent(seq, changes, asyncio.get_running_loop().create_future())
+        batch = _Sent(seq, changes)
         sent.append(batch)
         return batch.durable
 
@@ -283,7 +293,7 @@ class SQLiteStore(Store):
                 hit = overlay.get(key)
                 if hit is not None and hit[0] == batch.seq:
                     del overlay[key]
-            _resolve(batch.durable)
+            batch.durable.resolve()
         self._checkpointer.written(rows)
         if not sent:
             self._note_own_commits()
@@ -302,7 +312,7 @@ class SQLiteStore(Store):
         self._overlay.clear()
         self._cache.clear()
         for batch in failed:
-            _fail(batch.durable, error)
+            batch.durable.resolve(error)
 
     def _on_lost(self) -> None:
         """The writer process died: fail what it had not acknowledged, start a new one."""
@@ -471,12 +481,3 @@ def _retrieve(job: asyncio.Future[Any]) -> None:
         job.exception()
 
 
-def _resolve(durable: asyncio.Future[None]) -> None:
-    if not durable.done():  # its batch may have stopped waiting (a timeout)
-        durable.set_result(None)
-
-
-def _fail(durable: asyncio.Future[None], error: BaseException) -> None:
-    if not durable.done():
-        durable.set_exception(error)
-        durable.exception()  # seen: a batch that stopped waiting will never look
