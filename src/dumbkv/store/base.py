@@ -365,17 +365,12 @@ class Store(ABC):
         return DbOp(run, "count")
 
     async def sweep(self, limit: int = 1000) -> int:
-        """Delete up to ``limit`` expired rows, in queue order; return how many went."""
-        removed = 0
+        """Delete up to ``limit`` expired rows; return how many went.
 
-        async def run(store: Store) -> Reply:
-            nonlocal removed
-            removed = await store._sweep(now_ms(), limit)
-            return removed
-
-        reply = await self.execute(DbOp(run, "sweep"))
-        if isinstance(reply, DumbKVError):
-            raise reply
+        Outside the queue: it commutes with every command (an expired row already reads as
+        missing, and a write of a new row or expiry replaces it), so it neither waits for the
+        batches in flight nor holds up the reads and writes behind it."""
+        removed: int = await self._call("sweep", self._sweep(now_ms(), limit))
         return removed
 
     async def size_bytes(self) -> int:

@@ -223,9 +223,11 @@ class SQLiteStore(Store):
         cache = self._cache
         if keys:
             self._cache_fresh()
+        uncommitted = False  # whether it reads a change not yet committed
         for key in keys:
             hit = overlay.get(key)
             if hit is not None:
+                uncommitted = True
                 row: Row | object | None = hit[1]
             else:
                 row = cache.get(key)
@@ -249,9 +251,9 @@ class SQLiteStore(Store):
         changes = compute(rows, now_ms())
         sent = self._sent
         if not changes:
-            if not sent:
+            if not uncommitted or not sent:
                 return None  # it read committed rows only
-            # It may have read uncommitted changes: it is done when they are.
+            # It read uncommitted changes: it is done when they are.
             waiter = _Sent(sent[-1].seq, changes)
             sent.append(waiter)
             return waiter.durable

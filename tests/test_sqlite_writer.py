@@ -1,0 +1,538 @@
+"""The SQLite backend's writer process and row cache, checked on real servers.
+
+* The writer is a child process of the server; it goes when the server stops, and ends by
+  itself when the server is killed.
+* A writer killed while clients write: in-flight writes answer ``-SERVERERR`` (or OK), none
+  hangs; the server starts a new writer and keeps every acknowledged write.
+* Reads never see uncommitted data, and a read of a cached key with no write in flight is
+  answered while the writer is stopped.
+* ``cache_mb`` in the store URL: 0 turns the cache off; a bad value stops ``dumbkv serve``.
+* A row changed behind the server's back is noticed even when it is cached.
+* Unit checks of ``RowCache`` and of the writer's pipe framing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.backoff
+import redis.retry
+from conftest import (
+    RawClient,
+    ServerProcess,
+    StoreSQL,
+    call,
+    environ_without_settings,
+    poll_until,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dumbkv.store.base import Row
+from dumbkv.store.rowcache import ENTRY_OVERHEAD, MISSING, RowCache
+from dumbkv.store.writer import FrameReader, frame
+
+Factory = type[ServerProcess]
+SOCKET_TIMEOUT = 10
+#: How long a reply that must not come is waited for (a bounded read, not a synchronisation).
+NO_REPLY_WAIT = 0.5
+
+pytestmark = pytest.mark.backends("sqlite")
+
+
+# --------------------------------------------------------------------------- processes
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time) of ``pid`` from /proc, or None when there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[19])
+
+
+class Proc:
+    """One process, identified by pid and start time (a reused pid is another process)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        stat = _stat(pid)
+        assert stat is not None, f"process {pid} is gone"
+        self.started = stat[1]
+
+    def running(self) -> bool:
+        """Exists, is this process, and is not a zombie."""
+        stat = _stat(self.pid)
+        return stat is not None and stat[1] == self.started and stat[0] != "Z"
+
+    def signal(self, sig: int) -> None:
+        assert self.running(), f"process {self.pid} is gone"
+        os.kill(self.pid, sig)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def writers(server: ServerProcess) -> list[int]:
+    """PIDs of the server's writer child processes (not zombies)."""
+    assert server.proc is not None
+    return [pid for pid in _children(server.proc.pid)
+            if "dumbkv.store.writer" in _cmdline(pid) and (_stat(pid) or ("Z",))[0] != "Z"]
+
+
+def the_writer(server: ServerProcess) -> Proc:
+    """The server's one writer process (waits for it to be up)."""
+    pids = poll_until("the server's writer process", lambda: writers(server), 10)
+    assert len(pids) == 1, pids
+    return Proc(pids[0])
+
+
+def client(server: ServerProcess) -> redis.Redis:
+    """redis-py that never retries: a failed command must surface, not be re-sent."""
+    return redis.Redis(host=server.host, port=server.port, socket_timeout=SOCKET_TIMEOUT,
+                       socket_connect_timeout=SOCKET_TIMEOUT,
+                       retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+
+
+def is_server_error(reply: object) -> bool:
+    return isinstance(reply, tuple) and reply[0] == "error" and reply[1].startswith("SERVERERR")
+
+
+def no_reply(raw: RawClient, wait: float = NO_REPLY_WAIT) -> bool:
+    """True when nothing arrives on ``raw`` within ``wait`` seconds (a bounded read)."""
+    if raw.buf:
+        return False
+    raw.sock.settimeout(wait)
+    try:
+        chunk = raw.sock.recv(65536)
+    except TimeoutError:
+        return True
+    finally:
+        raw.sock.settimeout(SOCKET_TIMEOUT)
+    raw.buf += chunk
+    return False
+
+
+@contextmanager
+def stopped(proc: Proc) -> Iterator[None]:
+    """``proc`` SIGSTOPped for the block; always continued after."""
+    proc.signal(signal.SIGSTOP)
+    poll_until("the writer to stop", lambda: (_stat(proc.pid) or ("?",))[0] == "T", 5)
+    try:
+        yield
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+# =========================================================================== 1. lifecycle
+def test_writer_is_a_child_and_goes_with_a_clean_stop(server_factory: Factory,
+                                                      tmp_path: Path) -> None:
+    server = server_factory(tmp_path).start()
+    writer = the_writer(server)
+    assert str(Path(tmp_path / "dumbkv.db").absolute()) in _cmdline(writer.pid)
+    with client(server) as r:
+        assert r.set("k", "v") is True
+    assert server.stop() == 0
+    poll_until("the writer to exit", lambda: not writer.running(), 10)
+
+
+def test_writer_exits_by_itself_when_the_server_is_killed(server_factory: Factory,
+                                                          tmp_path: Path) -> None:
+    server = server_factory(tmp_path).start()
+    writer = the_writer(server)
+    with client(server) as r:
+        assert r.set("k", "v") is True
+    server.kill()
+    poll_until("the orphaned writer to exit", lambda: not writer.running(), 10)
+    again = server_factory(tmp_path).start()  # the file is usable: nothing holds its lock
+    with client(again) as r:
+        assert r.get("k") == b"v"
+        assert r.set("k2", "v2") is True
+
+
+# =========================================================================== 2. writer killed
+def test_killed_writer_is_replaced_and_acknowledged_writes_survive(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    threads_n = 4
+    server = server_factory(tmp_path).start()
+    first = the_writer(server)
+    lock = threading.Lock()
+    acked: dict[bytes, bytes] = {}
+    attempted: dict[bytes, bytes] = {}
+    errors: list[object] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def write(t: int) -> None:
+        raw = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+        try:
+            i = 0
+            while not stop.is_set():
+                key, value = b"t%d:k%d" % (t, i), b"t%d:v%d" % (t, i)
+                i += 1
+                with lock:
+                    attempted[key] = value
+                reply = call(raw, b"SET", key, value)  # a hang raises TimeoutError
+                with lock:
+                    if reply == "OK":
+                        acked[key] = value
+                    else:
+                        errors.append(reply)
+        except BaseException as exc:  # surfaced in the main thread
+            failures.append(exc)
+        finally:
+            raw.close()
+
+    def acked_count() -> int:
+        with lock:
+            return len(acked)
+
+    workers = [threading.Thread(target=write, args=(t,), daemon=True) for t in range(threads_n)]
+    for w in workers:
+        w.start()
+    try:
+        poll_until("writes acknowledged before the kill", lambda: acked_count() >= 200, 30)
+        first.signal(signal.SIGKILL)
+        poll_until("the killed writer to be gone", lambda: not first.running(), 10)
+        second = Proc(poll_until(
+            "a new writer process",
+            lambda: [p for p in writers(server) if p != first.pid], 15)[0])
+        assert second.pid != first.pid
+        after = acked_count()
+        poll_until("writes acknowledged after the restart",
+                   lambda: acked_count() >= after + 200, 30)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(SOCKET_TIMEOUT + 5)
+    assert not [w for w in workers if w.is_alive()], "a writer thread hangs"
+    assert not failures, failures
+    assert all(is_server_error(e) for e in errors), errors[:5]
+    assert server.proc is not None and server.proc.poll() is None, "the server died"
+    assert second.running() and writers(server) == [second.pid]
+    assert "sqlite writer process exited" in server.log
+
+    assert server.stop() == 0
+    again = server_factory(tmp_path).start()
+    keys = sorted(attempted)
+    with client(again) as r:
+        found: dict[bytes, Any] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            found.update(zip(chunk, r.mget(chunk), strict=True))
+    lost = [k for k, v in acked.items() if found[k] != v]
+    assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
+    # A write answered with an error may or may not have landed, but never as anything else.
+    assert all(found[k] in (None, v) for k, v in attempted.items())
+
+
+# =========================================================================== 3. isolation
+def test_reads_never_see_uncommitted_data(server_factory: Factory, tmp_path: Path) -> None:
+    # No expiry sweep during the test: a queued sweep holds up every read behind a stalled
+    # commit (see the next test).
+    server = server_factory(tmp_path, "--sweep-interval", "3600").start()
+    writer = the_writer(server)
+    a = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+    b = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+    c = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+    try:
+        assert call(a, b"SET", b"k", b"old") == "OK"
+        assert call(a, b"SET", b"other", b"committed") == "OK"
+        assert call(b, b"GET", b"other") == b"committed"  # now in the row cache
+        with stopped(writer):
+            a.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nnew\r\n")
+            assert no_reply(a), "SET answered while the writer is stopped"
+            # A key with no write in flight: answered at once, from committed rows.
+            assert call(b, b"GET", b"other") == b"committed"
+            b.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+            if no_reply(b):
+                k_blocked = True  # waits for the commit
+            else:
+                k_blocked = False
+                assert b.read_reply() == b"old"  # never the uncommitted value
+            # A blocked read holds up no other connection.
+            assert call(c, b"GET", b"other") == b"committed"
+            assert no_reply(a), "SET answered while the writer is stopped"
+        assert a.read_reply() == "OK"
+        if k_blocked:
+            assert b.read_reply() == b"new"  # answered once the SET before it committed
+        assert call(b, b"GET", b"k") == b"new"
+        assert call(c, b"GET", b"k") == b"new"
+    finally:
+        for raw in (a, b, c):
+            raw.close()
+
+
+@pytest.mark.parametrize("key", [b"cached", b"uncached"])
+def test_read_with_no_write_in_flight_is_answered_while_a_commit_stalls(
+    server_factory: Factory, tmp_path: Path, key: bytes
+) -> None:
+    """A read of a key with no change in flight needs nothing from the stalled commit: it is
+    answered at once, also when the expiry sweep comes due meanwhile, and also when its row
+    is not in the cache."""
+    sweep = 0.2
+    server = server_factory(tmp_path, "--sweep-interval", str(sweep)).start()
+    writer = the_writer(server)
+    a = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+    b = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+    try:
+        assert call(a, b"SET", key, b"committed") == "OK"
+        assert call(b, b"GET", key) == b"committed"
+        if key == b"uncached":
+            assert server.stop() == 0  # a restart empties the cache
+            a.close()
+            b.close()
+            server = server_factory(tmp_path, "--sweep-interval", str(sweep)).start()
+            writer = the_writer(server)
+            a = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+            b = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+        with stopped(writer):
+            a.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nnew\r\n")
+            assert no_reply(a), "SET answered while the writer is stopped"
+            end = time.monotonic() + 5 * sweep  # several sweeps come due meanwhile
+            answered = 0
+
+            def read_once() -> bool:
+                nonlocal answered
+                b.send(b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key))
+                assert not no_reply(b, 1.0), (
+                    f"GET {key!r} held up by a stalled commit of another key "
+                    f"after {answered} reads answered")
+                assert b.read_reply() == b"committed"
+                answered += 1
+                return time.monotonic() > end
+
+            poll_until("reads over several sweep intervals", read_once, 20 * sweep + 10)
+        assert a.read_reply() == "OK"
+    finally:
+        a.close()
+        b.close()
+
+
+# =========================================================================== 4. cache_mb
+def test_cache_off_serves_correctly(server_factory: Factory, tmp_path: Path) -> None:
+    store = f"sqlite:///{(tmp_path / 'nocache.db').absolute()}?cache_mb=0"
+    server = server_factory(tmp_path, store=store).start()
+    with client(server) as r:
+        assert r.set("s", "one") is True
+        assert r.get("s") == b"one"
+        assert r.set("s", "two") is True
+        assert r.get("s") == b"two"
+        assert [r.incr("n") for _ in range(5)] == [1, 2, 3, 4, 5]
+        assert r.get("n") == b"5"
+        assert r.delete("s") == 1
+        assert r.get("s") is None
+        assert r.delete("s") == 0
+        pipe = r.pipeline(transaction=False)
+        pipe.set("p", "x").incr("n").get("p").delete("p").get("p")
+        assert pipe.execute() == [True, 6, b"x", 1, None]
+    assert server.stop() == 0
+    again = server_factory(tmp_path, store=store).start()
+    with client(again) as r:
+        assert r.get("n") == b"6"
+        assert r.get("s") is None
+        assert r.get("p") is None
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "1.5", "64MB"])
+def test_bad_cache_mb_stops_serve_with_one_clear_line(tmp_path: Path, bad: str) -> None:
+    store = f"sqlite:///{(tmp_path / 'x.db').absolute()}?cache_mb={bad}"
+    done = subprocess.run(
+        [sys.executable, "-m", "dumbkv", "serve", "--port", "0", "--admin-port", "0",
+         "--store", store, "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, env=environ_without_settings(), timeout=60, check=False,
+    )
+    assert done.returncode != 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("dumbkv: ") and "cache_mb" in lines[0], done.stderr
+
+
+# =========================================================================== 5. outside change
+def _sha(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
+def _copy_other_envelope(sql: StoreSQL) -> None:
+    sql.execute("UPDATE kv SET value = (SELECT value FROM kv WHERE id = ?) WHERE id = ?",
+                _sha(b"other"), _sha(b"cached"))
+
+
+def _delete_row(sql: StoreSQL) -> None:
+    sql.execute("DELETE FROM kv WHERE id = ?", _sha(b"cached"))
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (_copy_other_envelope, "SERVERERR"),
+    (_delete_row, None),
+], ids=["other-envelope", "deleted"])
+def test_row_changed_behind_the_servers_back_is_noticed_when_cached(
+    server_factory: Factory, tmp_path: Path, change: Any, expected: str | None
+) -> None:
+    server = server_factory(tmp_path).start()
+    raw = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+    try:
+        assert call(raw, b"SET", b"cached", b"the-old-value") == "OK"
+        assert call(raw, b"SET", b"other", b"another-value") == "OK"
+        assert call(raw, b"GET", b"cached") == b"the-old-value"  # cached now
+        with StoreSQL(server.store) as sql:
+            assert sql.fetchval("SELECT count(*) FROM kv WHERE id = ?", _sha(b"cached")) == 1
+            change(sql)
+        for _ in range(3):
+            reply = call(raw, b"GET", b"cached")
+            if expected is None:
+                assert reply is None
+            else:
+                assert is_server_error(reply), reply
+        assert call(raw, b"GET", b"other") == b"another-value"
+        assert call(raw, b"SET", b"cached", b"repaired") == "OK"
+        assert call(raw, b"GET", b"cached") == b"repaired"
+    finally:
+        raw.close()
+
+
+# =========================================================================== 6. units
+def _key(i: int) -> tuple[int, bytes]:
+    return 0, b"id-%d" % i
+
+
+def _row(size: int) -> Row:
+    return Row(b"v" * size, None)
+
+
+def test_rowcache_evicts_oldest_first_within_budget() -> None:
+    cost = ENTRY_OVERHEAD + 10
+    cache = RowCache(10 * cost)
+    for i in range(10):
+        cache.put(_key(i), _row(10))
+    assert len(cache) == 10 and cache.size == 10 * cost
+    cache.put(_key(0), _row(10))  # rewritten: now the newest
+    cache.put(_key(10), _row(10))
+    assert cache.get(_key(1)) is MISSING  # the oldest went
+    assert cache.get(_key(0)) == _row(10)
+    assert cache.get(_key(10)) == _row(10)
+    assert len(cache) == 10 and cache.size == 10 * cost
+    cache.put(_key(11), _row(30))  # 20 bytes more: two entries go
+    assert cache.get(_key(2)) is MISSING and cache.get(_key(3)) is MISSING
+    assert cache.size <= cache.budget
+
+
+def test_rowcache_keeps_no_value_bigger_than_an_eighth_of_the_budget() -> None:
+    budget = 8 * (ENTRY_OVERHEAD + 100)
+    cache = RowCache(budget)
+    cache.put(_key(0), _row(100))  # exactly an eighth: kept
+    assert cache.get(_key(0)) == _row(100)
+    cache.put(_key(1), _row(50))
+    cache.put(_key(0), _row(101))  # too big: not kept, and the old row is not left behind
+    assert cache.get(_key(0)) is MISSING
+    assert cache.get(_key(1)) == _row(50)
+    assert cache.size == ENTRY_OVERHEAD + 50
+
+
+def test_rowcache_none_is_known_absent_and_clear_empties() -> None:
+    cache = RowCache(1 << 20)
+    assert cache.get(_key(0)) is MISSING
+    cache.put(_key(0), None)
+    assert cache.get(_key(0)) is None
+    assert cache.size == ENTRY_OVERHEAD
+    cache.put(_key(0), _row(5))
+    assert cache.size == ENTRY_OVERHEAD + 5
+    cache.clear()
+    assert len(cache) == 0 and cache.size == 0 and cache.get(_key(0)) is MISSING
+    cache.discard(_key(0))  # absent: nothing to do
+    assert cache.size == 0
+
+
+def test_rowcache_off_keeps_nothing() -> None:
+    cache = RowCache(0)
+    cache.put(_key(0), _row(1))
+    cache.put(_key(1), None)
+    assert cache.get(_key(0)) is MISSING and cache.get(_key(1)) is MISSING
+    assert cache.size == 0
+
+
+_ops = st.lists(st.tuples(st.sampled_from(["put", "absent", "discard", "clear"]),
+                          st.integers(0, 12), st.integers(0, 400)), max_size=80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(budget=st.integers(0, 6000), ops=_ops)
+def test_rowcache_size_matches_its_entries(budget: int, ops: list[tuple[str, int, int]]) -> None:
+    cache = RowCache(budget)
+    for op, i, size in ops:
+        if op == "put":
+            cache.put(_key(i), _row(size))
+        elif op == "absent":
+            cache.put(_key(i), None)
+        elif op == "discard":
+            cache.discard(_key(i))
+        else:
+            cache.clear()
+        held = [(i, cache.get(_key(i))) for i in range(13)]
+        counted = sum(ENTRY_OVERHEAD + (0 if r is None else len(r.value))  # type: ignore[union-attr]
+                      for _, r in held if r is not MISSING)
+        assert 0 <= cache.size == counted <= budget
+        assert len(cache) == sum(1 for _, r in held if r is not MISSING)
+    if ops and ops[-1][0] == "put" and budget and ENTRY_OVERHEAD + ops[-1][2] <= budget // 8:
+        assert cache.get(_key(ops[-1][1])) == _row(ops[-1][2])  # the newest is always kept
+
+
+_leaf = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.binary(max_size=300)
+         | st.text(max_size=40))
+_messages = st.lists(st.tuples(st.sampled_from(["w", "ok", "err", "reset"]),
+                               st.lists(_leaf, max_size=6).map(tuple)), max_size=25)
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages=_messages, cuts=st.lists(st.integers(0, 1 << 16), max_size=40))
+def test_frames_come_out_whole_and_in_order(messages: list[Any], cuts: list[int]) -> None:
+    stream = b"".join(frame(m) for m in messages)
+    points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    reader = FrameReader()
+    out: list[Any] = []
+    for start, end in itertools.pairwise(points):
+        out += list(reader.feed(stream[start:end]))
+        out += list(reader.feed(b""))  # an empty read changes nothing
+    assert out == messages
+
+
+def test_frames_byte_by_byte() -> None:
+    messages = [("w", 1, [(0, b"id", b"\x00" * 70000, None)], [(0, b"gone")]), ("reset",),
+                ("ok", 7, True)]
+    stream = b"".join(frame(m) for m in messages)
+    reader = FrameReader()
+    out: list[Any] = []
+    for i in range(len(stream)):
+        out += list(reader.feed(stream[i : i + 1]))
+        if i < len(stream) - 1:
+            assert len(out) < 3
+    assert out == messages
