@@ -21,8 +21,9 @@ log = logging.getLogger("dumbkv.store")
 
 
 class Checkpointer:
-    #: Rows written between two checkpoints (each row dirties about one page).
-    every_rows = 1000
+    #: Rows written between two checkpoints (each row dirties about one page; a page changed
+    #: several times in between is copied once).
+    every_rows = 8000
 
     def __init__(self, path: str) -> None:
         self.path = path

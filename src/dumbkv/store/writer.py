@@ -43,7 +43,7 @@ DELETE = "DELETE FROM kv WHERE db = ? AND id = ?"
 MMAP_BYTES = 1 << 30
 #: A commit checkpoints by itself only past this many WAL pages: the server's background
 #: checkpointer normally runs long before.
-AUTOCHECKPOINT_PAGES = 8192
+AUTOCHECKPOINT_PAGES = 32768
 _LEN = struct.Struct("<I")
 _READ = 1 << 20
 
