@@ -117,47 +117,56 @@ class Parser:
         return commands
 
 
+#: Canonical decimal lengths (no sign, no leading zero) up to 9999, for the common case: one
+#: dict lookup both checks and converts a header. Anything else takes the strict path.
+_SMALL = {b"%d" % n: n for n in range(10000)}
+
+
 def _multibulk(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
     """Parse one RESP array at ``pos``: (argv, next position), or (None, -n) when the
     command is incomplete and needs at least n bytes counted from ``pos``."""
     origin = pos
     end = len(data)
-    eol = data.find(_CRLF, pos)
+    find = data.find
+    eol = find(_CRLF, pos)
     if eol < 0:
         return None, -(end - origin + 1)
     head = data[pos + 1 : eol]
-    # Fast path: plain digits without a leading zero; anything else goes to strict_int.
-    if head.isdigit() and (len(head) == 1 or head[0] != 48) and len(head) < 11:
-        count = int(head)
-    else:
-        parsed = strict_int(head)
-        if parsed is None or parsed > 0:  # a positive count here had a leading zero
+    count = _SMALL.get(head)
+    if count is None:
+        # Plain digits without a leading zero; anything else goes to strict_int.
+        if head.isdigit() and head[0] != 48 and len(head) < 11:
+            count = int(head)
+        else:
+            parsed = strict_int(head)
+            if parsed is None or parsed > 0:  # a positive count here had a leading zero
+                raise ProtocolError("invalid multibulk length")
+            count = parsed
+        if count > 0x7FFFFFFF:
             raise ProtocolError("invalid multibulk length")
-        count = parsed
-    if count > 0x7FFFFFFF:
-        raise ProtocolError("invalid multibulk length")
     pos = eol + 2
     if count <= 0:
         return None, pos
     argv: list[bytes] = []
-    find = data.find
+    append = argv.append
     for _ in range(count):
-        if pos >= end:
-            return None, -(end - origin + 1)
-        if data[pos] != 36:  # '$'
+        eol = find(_CRLF, pos)
+        if pos < end and data[pos] != 36:  # '$'
             got = chr(data[pos]) if 32 <= data[pos] < 127 else "?"
             raise ProtocolError(f"expected '$', got '{got}'")
-        eol = find(_CRLF, pos)
         if eol < 0:
             return None, -(end - origin + 1)
         head = data[pos + 1 : eol]
-        if not head.isdigit() or (head[0] == 48 and len(head) > 1):
-            raise ProtocolError("invalid bulk length")
+        size = _SMALL.get(head)
+        if size is None:
+            if not head.isdigit() or (head[0] == 48 and len(head) > 1):
+                raise ProtocolError("invalid bulk length")
+            size = int(head)
         start = eol + 2
-        pos = start + int(head) + 2  # like Redis, the trailing CRLF is skipped unchecked
+        pos = start + size + 2  # like Redis, the trailing CRLF is skipped unchecked
         if pos > end:
             return None, -(pos - origin)
-        argv.append(data[start : pos - 2])
+        append(data[start : pos - 2])
     return argv, pos
 
 

@@ -18,13 +18,15 @@ ENTRY_OVERHEAD = 240
 
 
 class RowCache:
-    __slots__ = ("_bytes", "_rows", "budget")
+    __slots__ = ("_largest", "_rows", "_values", "budget")
 
     def __init__(self, budget: int) -> None:
         #: Bytes the entries may take; 0 turns the cache off.
         self.budget = budget
+        #: Largest value kept: one huge value must not push everything else out.
+        self._largest = budget // 8 - ENTRY_OVERHEAD
         self._rows: dict[Key, Row | None] = {}
-        self._bytes = 0
+        self._values = 0  # bytes of the values held
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -32,7 +34,7 @@ class RowCache:
     @property
     def size(self) -> int:
         """Bytes the entries are counted as."""
-        return self._bytes
+        return self._values + ENTRY_OVERHEAD * len(self._rows)
 
     def get(self, key: Key) -> Row | object | None:
         """The committed row at ``key``, None if known absent, or ``MISSING``."""
@@ -40,31 +42,33 @@ class RowCache:
 
     def put(self, key: Key, row: Row | None) -> None:
         """Record the committed state of ``key``."""
-        if not self.budget:
-            return
-        cost = _cost(row)
-        if cost > self.budget // 8:  # one huge value must not flush everything else
-            self.discard(key)
-            return
         rows = self._rows
-        old = rows.pop(key, MISSING)
-        if old is not MISSING:
-            self._bytes -= _cost(old)  # type: ignore[arg-type]
+        old = rows.pop(key, None)
+        if old is not None:
+            self._values -= len(old.value)
+        if row is not None:
+            size = len(row.value)
+            if size > self._largest:
+                return
+            self._values += size
+        elif not self.budget:
+            return
         rows[key] = row
-        self._bytes += cost
-        while self._bytes > self.budget:
-            oldest = next(iter(rows))
-            self._bytes -= _cost(rows.pop(oldest))
+        if self._values + ENTRY_OVERHEAD * len(rows) > self.budget:
+            self._evict()
+
+    def _evict(self) -> None:
+        rows = self._rows
+        while rows and self._values + ENTRY_OVERHEAD * len(rows) > self.budget:
+            oldest = rows.pop(next(iter(rows)))
+            if oldest is not None:
+                self._values -= len(oldest.value)
 
     def discard(self, key: Key) -> None:
-        old = self._rows.pop(key, MISSING)
-        if old is not MISSING:
-            self._bytes -= _cost(old)  # type: ignore[arg-type]
+        old = self._rows.pop(key, None)
+        if old is not None:
+            self._values -= len(old.value)
 
     def clear(self) -> None:
         self._rows.clear()
-        self._bytes = 0
-
-
-def _cost(row: Row | None) -> int:
-    return ENTRY_OVERHEAD if row is None else ENTRY_OVERHEAD + len(row.value)
+        self._values = 0

@@ -292,18 +292,25 @@ class SQLiteStore(Store):
         overlay = self._overlay
         cache = self._cache
         rows = 0
+        done = []
         while sent and sent[0].seq <= seq:
             batch = sent.popleft()
             rows += len(batch.changes)
             for key, row in batch.changes.items():
                 cache.put(key, row)
-                hit = overlay.get(key)
-                if hit is not None and hit[0] == batch.seq:
-                    del overlay[key]
-            batch.durable.resolve()
-        self._checkpointer.written(rows)
-        if not sent:
+            done.append(batch)
+        if sent:  # keep the changes of batches still in flight
+            for batch in done:
+                for key in batch.changes:
+                    hit = overlay.get(key)
+                    if hit is not None and hit[0] == batch.seq:
+                        del overlay[key]
+        else:
+            overlay.clear()  # every change sent is committed
             self._note_own_commits()
+        self._checkpointer.written(rows)
+        for batch in done:
+            batch.durable.resolve()
 
     def _note_own_commits(self) -> None:
         """Take the reader's ``data_version`` after our own commits as the new baseline (an
