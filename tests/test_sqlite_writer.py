@@ -256,9 +256,7 @@ def test_killed_writer_is_replaced_and_acknowledged_writes_survive(
 
 # =========================================================================== 3. isolation
 def test_reads_never_see_uncommitted_data(server_factory: Factory, tmp_path: Path) -> None:
-    # No expiry sweep during the test: a queued sweep holds up every read behind a stalled
-    # commit (see the next test).
-    server = server_factory(tmp_path, "--sweep-interval", "3600").start()
+    server = server_factory(tmp_path).start()
     writer = the_writer(server)
     a = RawClient(server.address, timeout=SOCKET_TIMEOUT)
     b = RawClient(server.address, timeout=SOCKET_TIMEOUT)
@@ -289,6 +287,29 @@ def test_reads_never_see_uncommitted_data(server_factory: Factory, tmp_path: Pat
     finally:
         for raw in (a, b, c):
             raw.close()
+
+
+def test_flushdb_waits_for_a_write_that_timed_out(server_factory: Factory,
+                                                 tmp_path: Path) -> None:
+    """A write answered with a timeout may still commit later; a FLUSHDB after it must not be
+    acknowledged before that commit is settled, or the write would outlive the flush."""
+    server = server_factory(tmp_path, "--store-timeout", "1").start()
+    writer = the_writer(server)
+    raw = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+    try:
+        with stopped(writer):
+            assert is_server_error(call(raw, b"SET", b"late", b"1"))  # the timeout
+            # The write is still on its way to the disk: the flush cannot go before it.
+            assert is_server_error(call(raw, b"FLUSHDB"))
+        assert call(raw, b"FLUSHDB") == "OK"
+        assert call(raw, b"EXISTS", b"late") == 0
+        assert call(raw, b"DBSIZE") == 0
+    finally:
+        raw.close()
+    server.stop()
+    again = server_factory(tmp_path).start()
+    with client(again) as r:
+        assert r.exists("late") == 0  # not resurrected on disk either
 
 
 @pytest.mark.parametrize("key", [b"cached", b"uncached"])

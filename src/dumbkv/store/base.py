@@ -195,13 +195,19 @@ class Store(ABC):
         await self._idle.wait()
 
     def abort(self, reason: str) -> None:
-        """Answer every operation not yet started with a server error; stop the runner after
-        the batch in progress (whose commit, if it started, still completes)."""
+        """Answer every operation not yet started with a server error, and stop waiting for
+        the commits in flight (their outcome is unknown: they may still land)."""
         queued, self._queue = self._queue, deque()
         self._unapplied -= len(queued)
         error = StoreError(reason)
         for _, done in queued:
             done(error)
+        self._abandon(error)
+
+    def _abandon(self, error: StoreError) -> None:
+        """Resolve every ``Durable`` still pending with ``error``. A backend whose staged
+        batches outlive ``_stage`` overrides it."""
+        return None
 
     # ----------------------------------------------------------------- the queue
     def submit(self, op: Op, done: Done) -> None:
@@ -253,8 +259,7 @@ class Store(ABC):
                     if isinstance(op, DbOp):
                         if start < i:
                             await self._start_batch(items[start:i])
-                        await self._quiesce()
-                        await self._run_dbop(items[i])
+                        await self._settle_then_run(items[i])
                         start = i + 1
                 if start < len(items):
                     await self._start_batch(items[start:])
@@ -272,6 +277,19 @@ class Store(ABC):
         finally:
             self._unapplied -= 1
         done(reply)
+
+    async def _settle_then_run(self, item: tuple[Op, Done]) -> None:
+        """Run a whole-database step once every batch before it has committed (a batch that
+        timed out too: its commit may still land, and must land first); if they do not within
+        the timeout, answer it with the timeout error."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._quiesce()
+        except TimeoutError:
+            self._unapplied -= 1
+            item[1](self._timed_out())
+            return
+        await self._run_dbop(item)
 
     async def _start_batch(self, items: list[tuple[Op, Done]]) -> None:
         """Stage one batch (its rows read and its changes handed to the backend, which fixes
@@ -369,7 +387,9 @@ class Store(ABC):
 
         Outside the queue: it commutes with every command (an expired row already reads as
         missing, and a write of a new row or expiry replaces it), so it neither waits for the
-        batches in flight nor holds up the reads and writes behind it."""
+        batches in flight nor holds up the reads and writes behind it. A backend's ``_sweep``
+        must check the expiry again on the row it deletes (a write may have replaced it
+        between the choice and the delete)."""
         removed: int = await self._call("sweep", self._sweep(now_ms(), limit))
         return removed
 
@@ -451,7 +471,7 @@ class Durable:
 class _Batch:
     """One batch's operations and replies, from staging to the last ``done``."""
 
-    __slots__ = ("finished", "items", "replies", "started", "store", "timer")
+    __slots__ = ("finished", "items", "replies", "settled", "started", "store", "timer")
 
     def __init__(self, store: Store, items: list[tuple[Op, Done]]) -> None:
         self.store = store
@@ -459,7 +479,8 @@ class _Batch:
         self.replies: list[Reply] = []
         self.started = time.perf_counter()
         self.timer: asyncio.TimerHandle | None = None
-        self.finished = False
+        self.finished = False  # answered
+        self.settled = False  # its commit is known (done or failed): it holds no slot
 
     def compute(self, rows: dict[Key, Row], now: int) -> Changes:
         # May run more than once (a backend retries a transaction that lost a conflict): only
@@ -476,13 +497,28 @@ class _Batch:
         (counted from staging) runs out first."""
         left = self.store.timeout - (time.perf_counter() - self.started)
         self.timer = asyncio.get_running_loop().call_later(max(left, 0), self._timed_out)
-        durable.add_callback(self.finish)
+        durable.add_callback(self._durable)
 
     def _timed_out(self) -> None:
+        # Answered now; it keeps its slot until the backend knows the commit's outcome.
         self.timer = None
-        self.finish(self.store._timed_out())
+        self.answer(self.store._timed_out())
+
+    def _durable(self, error: BaseException | None) -> None:
+        self.answer(error)
+        self.settle()
 
     def finish(self, error: BaseException | None) -> None:
+        """Answer and release the batch: its commit is known (or it never reached one)."""
+        self.answer(error)
+        self.settle()
+
+    def settle(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.store._batch_finished()
+
+    def answer(self, error: BaseException | None) -> None:
         """Send every reply (``error`` in place of each when the batch failed); once."""
         if self.finished:
             return
@@ -495,7 +531,6 @@ class _Batch:
                 error = backend_error(store.backend, type(error).__name__)
             self.replies[:] = [error] * len(self.items)
         store.observe("batch", time.perf_counter() - self.started, error is None)
-        store._batch_finished()
         for (_, done), reply in zip(self.items, self.replies, strict=True):
             done(reply)
 

@@ -152,8 +152,11 @@ class PostgresStore(Store):
     async def _sweep(self, now: int, limit: int) -> int:
         async with self._connection() as conn:
             status: str = await conn.execute(
+                # The outer condition is checked again on a row that a concurrent write
+                # replaced while this waited for its lock: a fresh value is never deleted.
                 "DELETE FROM kv WHERE (db, id) IN (SELECT db, id FROM kv "
-                "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2)",
+                "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2) "
+                "AND expires_at IS NOT NULL AND expires_at <= $1",
                 now,
                 limit,
             )

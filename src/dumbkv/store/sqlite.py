@@ -123,6 +123,7 @@ class SQLiteStore(Store):
         #: Uncommitted changes by key: (seq of the batch that made it, row or None = deleted).
         self._overlay: dict[Key, tuple[int, Row | None]] = {}
         self._seq = 0
+        self._epoch = 0  # counts failures: a batch staged across one is void
         #: Batches sent to the writer and not yet acknowledged, in order.
         self._sent: deque[_Sent] = deque()
         self._checkpointer = Checkpointer(self.path)
@@ -246,7 +247,10 @@ class SQLiteStore(Store):
             if reader is not None:
                 loaded = _load(reader, missing)
             else:  # in memory: the one connection is the worker thread's
+                epoch = self._epoch
                 loaded = await self._in_thread(lambda conn: _load(conn, missing))
+                if epoch != self._epoch:  # a commit failed meanwhile: what it read is void
+                    raise StoreError("an earlier write failed; nothing of this batch was done")
             # Nothing in flight changes these keys (they are not in the overlay): what was
             # read is their committed state.
             if not self._flushing:
@@ -323,6 +327,7 @@ class SQLiteStore(Store):
         """Every batch not yet committed fails: the later ones were computed on top of the
         first. Forget what they changed, and what the cache holds (the outcome is unknown)."""
         failed, self._sent = self._sent, deque()
+        self._epoch += 1
         self._overlay.clear()
         self._cache.clear()
         for batch in failed:
@@ -367,7 +372,12 @@ class SQLiteStore(Store):
     def _version_unchecked(self) -> None:
         self._version_checked = False
 
+    def _abandon(self, error: StoreError) -> None:
+        self._failed(error)
+
     def _cached(self, keys: tuple[Key, ...]) -> dict[Key, Row] | None:
+        if self._flushing:
+            return None
         self._cache_fresh()
         overlay = self._overlay
         cache = self._cache
@@ -416,8 +426,9 @@ class SQLiteStore(Store):
         def sweep(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "DELETE FROM kv WHERE (db, id) IN (SELECT db, id FROM kv "
-                "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)",
-                (now, limit),
+                "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?) "
+                "AND expires_at IS NOT NULL AND expires_at <= ?",
+                (now, limit, now),
             )
             conn.commit()
             return cur.rowcount

@@ -29,7 +29,6 @@ import signal
 import sqlite3
 import struct
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["DELETE", "UPSERT", "FileGone", "FrameReader", "Writer", "frame", "main"]
@@ -55,24 +54,32 @@ def frame(message: Any) -> bytes:
 
 
 class FrameReader:
-    """Splits a byte stream into messages; keeps an incomplete tail for the next ``feed``."""
+    """Splits a byte stream into messages; keeps an incomplete tail for the next ``feed``.
+
+    The tail grows in place, so a frame of any size that arrives in many reads costs time
+    linear in its size."""
 
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[Any]:
-        buf = self._buf + data if self._buf else data
+    def feed(self, data: bytes) -> list[Any]:
+        buf = self._buf
+        buf += data
+        messages = []
         pos = 0
         end = len(buf)
-        while end - pos >= 4:
-            (size,) = _LEN.unpack_from(buf, pos)
-            if end - pos - 4 < size:
-                break
-            yield marshal.loads(buf[pos + 4 : pos + 4 + size])
-            pos += 4 + size
-        self._buf = buf[pos:]
+        with memoryview(buf) as view:
+            while end - pos >= 4:
+                (size,) = _LEN.unpack_from(view, pos)
+                if end - pos - 4 < size:
+                    break
+                messages.append(marshal.loads(view[pos + 4 : pos + 4 + size]))
+                pos += 4 + size
+        if pos:
+            del buf[:pos]
+        return messages
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -104,7 +111,7 @@ class Writer:
             data = os.read(fd_in, _READ)
             if not data:
                 return  # the server is gone
-            messages = list(reader.feed(data))
+            messages = reader.feed(data)
             replies = self.apply(messages)
             if replies:
                 os.write(fd_out, b"".join(frame(r) for r in replies))

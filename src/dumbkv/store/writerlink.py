@@ -73,11 +73,14 @@ class ProcessLink(WriterLink, asyncio.SubprocessProtocol):
             async with asyncio.timeout(self.start_timeout):
                 await asyncio.wait([self._ready, self._exited],
                                    return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
-            pass
-        if not self._ready.done():
+            if not self._ready.done():
+                raise StoreError("sqlite writer process did not start")
+        except BaseException:  # a timeout, or the store closing meanwhile: leave nothing
+            self._closing = True
             transport.kill()
-            raise StoreError("sqlite writer process did not start")
+            transport.close()
+            self._transport = None
+            raise
 
     @property
     def pid(self) -> int | None:
@@ -97,14 +100,18 @@ class ProcessLink(WriterLink, asyncio.SubprocessProtocol):
             else:
                 self.on_reply(message)
 
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        # Its stdout closed: every reply it wrote has been read, so what is still unanswered
+        # was never committed (or its outcome cannot be known).
+        if fd == 1 and not self._closing and self._ready is not None and self._ready.done():
+            self._stdin = None
+            log.error("sqlite writer process exited (its output closed)")
+            self.on_lost()
+
     def process_exited(self) -> None:
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(None)
         self._stdin = None
-        if not self._closing and self._ready is not None and self._ready.done():
-            code = None if self._transport is None else self._transport.get_returncode()
-            log.error("sqlite writer process exited (code %s)", code)
-            self.on_lost()
 
     async def close(self) -> None:
         """Close its input (it ends after the transaction in progress) and wait for it."""
@@ -150,8 +157,12 @@ class ThreadLink(WriterLink):
     async def _drain(self) -> None:
         while self._pending and self._writer is not None:
             messages, self._pending = self._pending, []
-            replies: list[Any] = await self._run(
-                functools.partial(_apply, self._writer, messages))
+            try:
+                replies: list[Any] = await self._run(
+                    functools.partial(_apply, self._writer, messages))
+            except Exception as exc:  # the connection itself failed: nothing was committed
+                writes = [m for m in messages if m[0] == "w"]
+                replies = [("err", writes[0][1], type(exc).__name__, str(exc))] if writes else []
             for reply in replies:
                 self.on_reply(reply)
 
