@@ -4,17 +4,24 @@ Commands never talk SQL. They hand the store *operations*:
 
 * ``KeyOp``: the rows it needs (``keys``) and a pure function ``apply(view)`` that reads and
   changes those rows through a ``View`` and returns the reply.
-* ``DbOp``: a whole-database step (``FLUSHDB``, ``DBSIZE``, the expiry sweep) run as one call.
+* ``DbOp``: a whole-database step (``FLUSHDB``, ``DBSIZE``) run as one call, after every batch
+  before it has committed.
 
 Operations are queued and take effect strictly in arrival order. Consecutive ``KeyOp``\\s run
 as one batch: one query loads every row they need, the functions run in order over the loaded
 rows (so a later command sees an earlier one's write: pipelines keep read-your-writes), and all
-changes are written in one transaction (group commit). Replies are released only after the
-commit, so an acknowledged write is durable. While one batch commits, new commands queue up and
-become the next batch: the slower the disk, the larger the group that shares one commit.
+changes are written in one transaction (group commit). A backend *stages* a batch: once its
+place in the order is fixed, the next batch may be staged, while the first one's commit is
+still on its way (``Durable``). Replies are released only after the commit, so an acknowledged
+write is durable. The slower the disk, the larger the group that shares one commit.
+
+A read whose rows the backend holds in memory, with nothing before it that could change them,
+is answered at once (``read_now``). The expiry sweep runs outside the queue: it commutes with
+every command.
 
 A backend implements the primitives ``_stage``, ``_flush``, ``_count``, ``_sweep``,
-``_ping``, ``_open`` and ``_close``; timing, timeouts and error wrapping live here once.
+``_ping``, ``_open`` and ``_close`` (and may offer ``_cached`` and ``_abandon``); timing,
+timeouts and error wrapping live here once.
 """
 
 from __future__ import annotations
