@@ -41,17 +41,18 @@ class Stats:
     @property
     def commands(self) -> Counter[str]:
         """Replies by command name."""
-        totals: Counter[str] = Counter()
-        for (command, _), replies in list(self._replies.items()):
-            totals[command] += replies.count
-        return totals
+        return self._totals(0)
 
     @property
     def statuses(self) -> Counter[str]:
         """Replies by status (``ok``, ``client_error``, ``server_error``)."""
+        return self._totals(1)
+
+    def _totals(self, part: int) -> Counter[str]:
+        """Reply counts summed by one part of their (command, status) key."""
         totals: Counter[str] = Counter()
-        for (_, status), replies in list(self._replies.items()):
-            totals[status] += replies.count
+        for key, replies in list(self._replies.items()):
+            totals[key[part]] += replies.count
         return totals
 
     @property
