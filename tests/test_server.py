@@ -525,9 +525,11 @@ def test_sigterm_under_pipelined_load_is_bounded_and_loses_nothing_acknowledged(
     sender.join(30)
     after = server_factory(tmp_path).start()
     check = RawClient(after.address)
-    check.send(b"GET c\r\n")
-    assert check.read_reply() == str(acked).encode()
-    check.close()
+    try:
+        check.send(b"GET c\r\n")
+        assert check.read_reply() == str(acked).encode()
+    finally:
+        check.close()
 
 
 def test_half_closed_client_gets_every_reply(server: ServerProcess) -> None:

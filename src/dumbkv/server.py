@@ -250,7 +250,8 @@ class Server:
             return True
         except TimeoutError:
             store.abort("server is shutting down")
-            await store.drain()  # the batch in progress
+            # The batches already staged: their commits are known within the store timeout.
+            await store.settle(store.timeout, "server is shutting down")
             return False
 
     def close_connections(self) -> None:

@@ -202,14 +202,23 @@ class Store(ABC):
         await self._idle.wait()
 
     def abort(self, reason: str) -> None:
-        """Answer every operation not yet started with a server error, and stop waiting for
-        the commits in flight (their outcome is unknown: they may still land)."""
+        """Answer every operation not yet started with a server error; the batches already
+        staged still commit and get their real replies (``settle``)."""
         queued, self._queue = self._queue, deque()
         self._unapplied -= len(queued)
         error = StoreError(reason)
         for _, done in queued:
             done(error)
-        self._abandon(error)
+
+    async def settle(self, timeout: float, reason: str) -> None:
+        """Wait up to ``timeout`` for the batches in flight to commit; then stop waiting for
+        them and answer them with a server error (their outcome is unknown: they may land)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            self._abandon(StoreError(reason))
+            await self._idle.wait()
 
     def _abandon(self, error: StoreError) -> None:
         """Resolve every ``Durable`` still pending with ``error``. A backend whose staged
