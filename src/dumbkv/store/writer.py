@@ -40,6 +40,9 @@ UPSERT = (
 DELETE = "DELETE FROM kv WHERE db = ? AND id = ?"
 #: Pages are read through a memory map (address space only; the OS pages the file in and out).
 MMAP_BYTES = 1 << 30
+#: The writer's page cache, in KiB: the pages it changed lately, whose newest copies are in the
+#: WAL (not in the memory-mapped file), stay in memory instead of being read back.
+CACHE_KIB = 32768
 #: A commit checkpoints by itself only past this many WAL pages: the server's background
 #: checkpointer normally runs long before.
 AUTOCHECKPOINT_PAGES = 32768
@@ -168,6 +171,7 @@ def main(argv: list[str]) -> None:
     conn = sqlite3.connect(path, isolation_level=None, timeout=busy_ms / 1000)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
     Writer(conn, path).run(sys.stdin.fileno(), sys.stdout.fileno())
 
