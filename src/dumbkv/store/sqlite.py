@@ -108,6 +108,10 @@ class _Sent:
 
 class SQLiteStore(Store):
     backend = "sqlite"
+    #: Smaller batches than the default: each is sent to the writer as soon as it is staged,
+    #: so the writer commits the first while the loop stages the next (deep pipelines from
+    #: many clients keep both cores busy instead of taking turns).
+    max_batch = 256
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         super().__init__(url, timeout=timeout)
