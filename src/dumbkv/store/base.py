@@ -300,7 +300,7 @@ class Store(ABC):
         the timeout, answer it with the timeout error."""
         try:
             async with asyncio.timeout(self.timeout):
-                await self._quiesce()
+                await self._inflight_below(1)
         except TimeoutError:
             self._unapplied -= 1
             item[1](self._timed_out())
@@ -329,9 +329,7 @@ class Store(ABC):
             batch.finish(None)
         else:
             batch.wait_for(durable)
-        while self._inflight >= self.max_inflight:
-            self._slot_free = asyncio.get_running_loop().create_future()
-            await self._slot_free
+        await self._inflight_below(self.max_inflight)
 
     def _batch_finished(self) -> None:
         self._inflight -= 1
@@ -340,9 +338,10 @@ class Store(ABC):
             slot_free.set_result(None)
         self._settle_idle()
 
-    async def _quiesce(self) -> None:
-        """Wait until every batch already staged is durable and answered."""
-        while self._inflight:
+    async def _inflight_below(self, limit: int) -> None:
+        """Wait until fewer than ``limit`` staged batches are still waiting for their commit
+        (1: none, every batch before is durable or failed)."""
+        while self._inflight >= limit:
             self._slot_free = asyncio.get_running_loop().create_future()
             await self._slot_free
 
@@ -465,20 +464,26 @@ class Durable:
     back at once, not on the loop's next turn: the replies go out in the turn that learns of
     the commit."""
 
-    __slots__ = ("_callbacks", "done")
+    __slots__ = ("_callbacks", "done", "error")
 
     def __init__(self) -> None:
         self._callbacks: list[Callable[[BaseException | None], None]] = []
         self.done = False
+        self.error: BaseException | None = None
 
     def add_callback(self, callback: Callable[[BaseException | None], None]) -> None:
-        self._callbacks.append(callback)
+        """Call ``callback(error)`` when it resolves, or at once if it already has."""
+        if self.done:
+            callback(self.error)
+        else:
+            self._callbacks.append(callback)
 
     def resolve(self, error: BaseException | None = None) -> None:
         """The batch committed (``error`` None) or never will; the first word counts."""
         if self.done:
             return
         self.done = True
+        self.error = error
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback(error)
@@ -513,16 +518,12 @@ class _Batch:
         (counted from staging) runs out first."""
         left = self.store.timeout - (time.perf_counter() - self.started)
         self.timer = asyncio.get_running_loop().call_later(max(left, 0), self._timed_out)
-        durable.add_callback(self._durable)
+        durable.add_callback(self.finish)
 
     def _timed_out(self) -> None:
         # Answered now; it keeps its slot until the backend knows the commit's outcome.
         self.timer = None
         self.answer(self.store._timed_out())
-
-    def _durable(self, error: BaseException | None) -> None:
-        self.answer(error)
-        self.settle()
 
     def finish(self, error: BaseException | None) -> None:
         """Answer and release the batch: its commit is known (or it never reached one)."""

@@ -36,7 +36,7 @@ import logging
 import os
 import sqlite3
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -57,7 +57,7 @@ from .base import (
 )
 from .checkpoint import Checkpointer
 from .rowcache import MISSING, RowCache
-from .writer import AUTOCHECKPOINT_PAGES, MMAP_BYTES
+from .writer import AUTOCHECKPOINT_PAGES, FILE_GONE, MMAP_BYTES, file_identity
 from .writerlink import ProcessLink, ThreadLink, WriterLink
 
 __all__ = ["SQLiteStore", "sqlite_path"]
@@ -161,7 +161,7 @@ class SQLiteStore(Store):
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         await self._in_thread(self._init_schema)
-        self._identity = self._file_identity()
+        self._identity = file_identity(self.path)
         if self.path == ":memory:":  # one private database: the writer shares the connection
             self._writer = ThreadLink(self._on_reply, self._on_lost, self._in_thread)
         else:
@@ -227,25 +227,11 @@ class SQLiteStore(Store):
     ) -> Durable | None:
         if self._db is None:
             raise StoreError("sqlite store is not open")
-        rows: dict[Key, Row] = {}
-        missing: list[Key] = []
-        overlay = self._overlay
-        cache = self._cache
         if keys:
             self._cache_fresh()
-        uncommitted = False  # whether it reads a change not yet committed
-        for key in keys:
-            hit = overlay.get(key)
-            if hit is not None:
-                uncommitted = True
-                row: Row | object | None = hit[1]
-            else:
-                row = cache.get(key)
-                if row is MISSING:
-                    missing.append(key)
-                    continue
-            if row is not None:
-                rows[key] = row  # type: ignore[assignment]
+        rows, missing, uncommitted = self._remembered(keys)
+        cache = self._cache
+        overlay = self._overlay
         if missing:
             reader = self._reader
             if reader is not None:
@@ -383,18 +369,31 @@ class SQLiteStore(Store):
         if self._flushing:
             return None
         self._cache_fresh()
+        rows, missing, uncommitted = self._remembered(keys)
+        return None if missing or uncommitted else rows
+
+    def _remembered(self, keys: Iterable[Key]) -> tuple[dict[Key, Row], list[Key], bool]:
+        """The rows of ``keys`` known in memory, the overlay's uncommitted changes first, then
+        the cache: those rows (a key known to be absent has none), the keys known nowhere,
+        and whether any came from the overlay."""
         overlay = self._overlay
         cache = self._cache
         rows: dict[Key, Row] = {}
+        missing: list[Key] = []
+        uncommitted = False
         for key in keys:
-            if key in overlay:
-                return None
-            row = cache.get(key)
-            if row is MISSING:
-                return None
+            hit = overlay.get(key)
+            if hit is not None:
+                uncommitted = True
+                row: Row | object | None = hit[1]
+            else:
+                row = cache.get(key)
+                if row is MISSING:
+                    missing.append(key)
+                    continue
             if row is not None:
                 rows[key] = row  # type: ignore[assignment]
-        return rows
+        return rows, missing, uncommitted
 
     async def _flush(self, db: int | None) -> None:
         def flush(conn: sqlite3.Connection) -> None:
@@ -445,23 +444,11 @@ class SQLiteStore(Store):
         self._check_file()
         await self._in_thread(lambda conn: conn.execute("SELECT 1").fetchone())
 
-    def _file_identity(self) -> tuple[int, int] | None:
-        if self.path == ":memory:":
-            return None
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return st.st_dev, st.st_ino
-
     def _check_file(self) -> None:
-        """Refuse writes once the database file was deleted or replaced under us: they would
-        go to a file nobody can open again, and be lost at the next start."""
-        if self._identity is not None and self._file_identity() != self._identity:
-            raise StoreError(
-                "sqlite database file was removed or replaced while in use; "
-                "restart the server to open it again"
-            )
+        """Not ready once the database file was deleted or replaced under us (the writer
+        refuses writes then, with the same message)."""
+        if self._identity is not None and file_identity(self.path) != self._identity:
+            raise StoreError(FILE_GONE)
 
     async def _size_bytes(self) -> int:
         """The database file plus its WAL, in bytes."""

@@ -31,7 +31,17 @@ import struct
 import sys
 from typing import Any
 
-__all__ = ["DELETE", "UPSERT", "FileGone", "FrameReader", "Writer", "frame", "main"]
+__all__ = [
+    "DELETE",
+    "FILE_GONE",
+    "UPSERT",
+    "FileGone",
+    "FrameReader",
+    "Writer",
+    "file_identity",
+    "frame",
+    "main",
+]
 
 UPSERT = (
     "INSERT INTO kv (db, id, value, expires_at) VALUES (?, ?, ?, ?) "
@@ -85,7 +95,18 @@ class FrameReader:
         return messages
 
 
-def _identity(path: str) -> tuple[int, int] | None:
+#: Why a write is refused once the file was deleted or replaced: it would go to a file nobody
+#: can open again, and be lost at the next start.
+FILE_GONE = (
+    "sqlite database file was removed or replaced while in use; "
+    "restart the server to open it again"
+)
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, None if there is none (or it is in memory)."""
+    if path == ":memory:":
+        return None
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -103,7 +124,7 @@ class Writer:
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self.conn = conn
         self.path = path
-        self.identity = _identity(path) if path != ":memory:" else None
+        self.identity = file_identity(path)
         self.failed = False
         self.version = conn.execute("PRAGMA data_version").fetchone()[0]
 
@@ -140,11 +161,8 @@ class Writer:
     def commit(self, writes: list[Any]) -> bool:
         """One transaction for ``writes``; whether another connection committed since the
         last one (``PRAGMA data_version``, read under the write lock)."""
-        if self.identity is not None and _identity(self.path) != self.identity:
-            raise FileGone(
-                "sqlite database file was removed or replaced while in use; "
-                "restart the server to open it again"
-            )
+        if self.identity is not None and file_identity(self.path) != self.identity:
+            raise FileGone(FILE_GONE)
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -82,10 +82,6 @@ class ProcessLink(WriterLink, asyncio.SubprocessProtocol):
             self._transport = None
             raise
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._transport is None else self._transport.get_pid()
-
     def send(self, message: Any) -> None:
         if self._stdin is None or self._stdin.is_closing():
             raise StoreError("sqlite writer process is not running")
