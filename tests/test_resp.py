@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dumbkv import resp
 from dumbkv.errors import (
     AuthError,
     CommandError,
@@ -821,3 +822,63 @@ def test_encode_decodes_back(reply: object, resp3: bool) -> None:
     decoded, end = decode_reply(wire, resp3)
     assert end == len(wire)
     assert decoded == _expected_decoded(reply, resp3)
+
+
+# --------------------------------------------------------------------------- the plain-array path
+
+
+def _slow_feed(data: bytes) -> tuple[list[Argv], bytes | None]:
+    """Parse with the general path only (the plain-array shortcut switched off)."""
+    saved = resp._FAST_MAX
+    resp._FAST_MAX = -1
+    try:
+        commands, parser = feed_all(data)
+    finally:
+        resp._FAST_MAX = saved
+    return commands, error_wire(parser)
+
+
+def test_plain_arrays_take_a_whole_pipeline() -> None:
+    wire = encode_command([b"SET", b"k", b"v"]) + encode_command([b"GET", b""]) * 2
+    assert resp._plain_arrays(wire) == ([[b"SET", b"k", b"v"], [b"GET", b""], [b"GET", b""]],
+                                        len(wire))
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        encode_command([b"SET", b"k", b"a\r\nb"]),  # CRLF inside an argument
+        encode_command([b"SET", b"k", b"x" * 10_000]),  # beyond the canonical header table
+        b"*2\r\n$3\r\nGET\r\n$1\r\n",  # incomplete
+        b"*2\r\n$03\r\nGET\r\n$1\r\nk\r\n",  # non-canonical header
+        b"*1\r\n$3\r\nGETxy",  # bulk not followed by CRLF
+        b"*0\r\n",
+        b"PING\r\n",
+    ],
+)
+def test_plain_arrays_stop_where_the_general_parser_must_go_on(rest: bytes) -> None:
+    head = encode_command([b"GET", b"k"])
+    assert resp._plain_arrays(head + rest + head) == ([[b"GET", b"k"]], len(head))
+
+
+_PLAIN_TOKENS = [
+    b"*1\r\n", b"*2\r\n", b"*3\r\n", b"*02\r\n", b"*0\r\n", b"*-1\r\n", b"$0\r\n", b"$1\r\n",
+    b"$2\r\n", b"$3\r\n", b"$01\r\n", b"$-1\r\n", b"\r\n", b"a", b"ab", b"GET", b"\r", b"\n",
+    b"x\r\n", b"PING\r\n", b"$", b"*",
+]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    stream=st.lists(
+        st.one_of(
+            _argv.map(encode_command),
+            st.lists(st.sampled_from(_PLAIN_TOKENS), max_size=12).map(b"".join),
+        ),
+        max_size=8,
+    )
+)
+def test_plain_arrays_agree_with_the_general_parser(stream: list[bytes]) -> None:
+    wire = b"".join(stream)
+    commands, parser = feed_all(wire)
+    assert (commands, error_wire(parser)) == _slow_feed(wire)

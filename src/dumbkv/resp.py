@@ -68,7 +68,9 @@ def strict_int(text: bytes) -> int | None:
 class Parser:
     """Incremental request parser for one connection.
 
-    Complete commands are parsed straight from the bytes just received. An incomplete tail is
+    Complete commands are parsed straight from the bytes just received: a read of RESP arrays
+    with canonical headers and no CRLF inside an argument (what clients send) by splitting it
+    at CRLF once (``_plain_arrays``), anything else by ``_multibulk``. An incomplete tail is
     kept, with the length it must reach before parsing can progress (``_need``), so a value or
     line of any size that arrives in many reads is copied once, not rescanned on every read.
     """
@@ -95,6 +97,8 @@ class Parser:
         commands: list[list[bytes]] = []
         pos = 0
         end = len(data)
+        if end <= _FAST_MAX and data[:1] == b"*":
+            commands, pos = _plain_arrays(data)
         try:
             while pos < end:
                 if data[pos] == 42:  # '*'
@@ -120,6 +124,51 @@ class Parser:
 #: Canonical decimal lengths (no sign, no leading zero) up to 9999, for the common case: one
 #: dict lookup both checks and converts a header. Anything else takes the strict path.
 _SMALL = {b"%d" % n: n for n in range(10000)}
+
+
+#: Reads up to this size try ``_plain_arrays`` first (splitting copies the whole read once).
+_FAST_MAX = 1 << 16
+
+
+#: Whole canonical headers, for ``_plain_arrays``: ``*1``..``*9999`` and ``$0``..``$9999``.
+_ARRAY_HEADERS = {b"*%d" % n: n for n in range(1, 10000)}
+_BULK_HEADERS = {b"$%d" % n: n for n in range(10000)}
+
+
+def _plain_arrays(data: bytes) -> tuple[list[list[bytes]], int]:
+    """The common case in one pass: the complete RESP arrays at the start of ``data`` whose
+    headers are canonical and whose arguments hold no CRLF, as (commands, bytes used).
+
+    It stops at the first array that does not fit that shape (incomplete, inline, empty,
+    malformed, an argument with CRLF inside or of 10,000 bytes and more); ``_multibulk``
+    parses the rest, errors included, so both paths give the same commands."""
+    parts = data.split(_CRLF)
+    last = len(parts) - 1  # what follows the final CRLF: never a complete part
+    arrays = _ARRAY_HEADERS
+    bulks = _BULK_HEADERS
+    commands: list[list[bytes]] = []
+    i = 0
+    while i < last:
+        count = arrays.get(parts[i])
+        if count is None:
+            break
+        stop = i + 1 + 2 * count
+        if stop > last:
+            break
+        argv = parts[i + 2 : stop : 2]
+        header = i + 1
+        for arg in argv:
+            if bulks.get(parts[header]) != len(arg):
+                break
+            header += 2
+        else:
+            commands.append(argv)
+            i = stop
+            continue
+        break
+    if i == last:
+        return commands, len(data) - len(parts[last])
+    return commands, sum(map(len, parts[:i])) + 2 * i
 
 
 def _multibulk(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
