@@ -9,6 +9,7 @@
 * ``cache_mb`` in the store URL: 0 turns the cache off; a bad value stops ``dumbkv serve``.
 * A row changed behind the server's back is noticed even when it is cached.
 * Unit checks of ``RowCache`` and of the writer's pipe framing.
+* ``sqlite:///:memory:``: its writer is a thread; a failure of the thread's job is answered.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 import redis.backoff
 import redis.retry
 from conftest import (
@@ -41,9 +43,11 @@ from conftest import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dumbkv.app import start_server, stop_server
+from dumbkv.config import Config
 from dumbkv.store.base import Row
 from dumbkv.store.rowcache import ENTRY_OVERHEAD, MISSING, RowCache
-from dumbkv.store.writer import FrameReader, frame
+from dumbkv.store.writer import FrameReader, Writer, frame
 
 Factory = type[ServerProcess]
 SOCKET_TIMEOUT = 10
@@ -557,3 +561,70 @@ def test_frames_byte_by_byte() -> None:
         if i < len(stream) - 1:
             assert len(out) < 3
     assert out == messages
+
+
+# =========================================================================== 6. :memory:
+def test_memory_store_commits_on_a_thread_and_forgets_at_exit(server_factory: Factory,
+                                                              tmp_path: Path) -> None:
+    """``sqlite:///:memory:`` has no writer process: its one connection's thread commits."""
+    server = server_factory(tmp_path, store="sqlite:///:memory:").start()
+    assert writers(server) == []
+    per_thread, threads_n = 100, 4
+
+    def incr() -> None:
+        with client(server) as r:
+            for _ in range(per_thread):
+                r.incr("n")
+
+    threads = [threading.Thread(target=incr) for _ in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with client(server) as r:
+        assert r.get("n") == str(per_thread * threads_n).encode()
+        pipe = r.pipeline(transaction=False)
+        pipe.set("p", "x").append("p", "y").get("p").delete("p").get("p").mset({"a": 1, "b": 2})
+        pipe.mget("a", "b", "c").set("t", "v", px=60_000).pttl("t").flushdb().dbsize()
+        replies = pipe.execute()
+        assert replies[:7] == [True, 2, b"xy", 1, None, True, [b"1", b"2", None]]
+        assert replies[7] is True and 0 < replies[8] <= 60_000
+        assert replies[9:] == [True, 0]
+        assert r.set("kept?", "no") is True
+    assert writers(server) == []
+    assert server.stop() == 0
+    again = server_factory(tmp_path, store="sqlite:///:memory:").start()
+    with client(again) as r:
+        assert r.get("kept?") is None
+        assert r.dbsize() == 0
+
+
+async def test_memory_store_answers_a_failed_thread_job_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the thread's job itself fails (not a SQL error, which the writer answers), the
+    writes it carried answer ``-SERVERERR``, nothing of them is kept, and later writes work."""
+    server = await start_server(Config(host="127.0.0.1", port=0, admin_port=0,
+                                       store="sqlite:///:memory:", data_dir=str(tmp_path)))
+    try:
+        r = redis.asyncio.Redis(host="127.0.0.1", port=server.state.port, protocol=2,
+                                retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+        async with r:
+            assert await r.set("before", "1") is True
+            real_apply = Writer.apply
+            failures = [RuntimeError("the worker thread broke")]
+
+            def apply(self: Writer, messages: list[Any]) -> list[Any]:
+                if failures and any(m[0] == "w" for m in messages):
+                    raise failures.pop()
+                return real_apply(self, messages)
+
+            monkeypatch.setattr(Writer, "apply", apply)
+            with pytest.raises(redis.ResponseError, match=r"^SERVERERR"):
+                await r.set("lost", "1")
+            assert not failures
+            assert await r.set("after", "2") is True
+            assert await r.mget("before", "lost", "after") == [b"1", None, b"2"]
+            assert await r.incr("before") == 2
+    finally:
+        await stop_server(server)
