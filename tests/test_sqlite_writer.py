@@ -18,10 +18,12 @@ import hashlib
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,9 +41,11 @@ from conftest import (
     call,
     environ_without_settings,
     poll_until,
+    sqlite_url,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from dumbkv.app import start_server, stop_server
 from dumbkv.config import Config
@@ -626,5 +630,155 @@ async def test_memory_store_answers_a_failed_thread_job_and_goes_on(
             assert await r.set("after", "2") is True
             assert await r.mget("before", "lost", "after") == [b"1", None, b"2"]
             assert await r.incr("before") == 2
+    finally:
+        await stop_server(server)
+
+
+# =========================================================================== 7. review fixes
+async def _server(tmp_path: Path, store: str, store_timeout: float = 5.0) -> Any:
+    return await start_server(Config(host="127.0.0.1", port=0, admin_port=0, store=store,
+                                      data_dir=str(tmp_path), store_timeout=store_timeout))
+
+
+def _aclient(server: Any) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis(host="127.0.0.1", port=server.state.port, protocol=2,
+                               retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+
+
+async def test_writes_after_a_flush_that_timed_out_wait_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLUSHALL answered with a timeout while its job is held up (a slow disk, here a gate in
+    front of it): a later SET must not be acknowledged before the flush, which would delete it."""
+    server = await _server(tmp_path, f"sqlite:///{tmp_path / 'f.db'}", store_timeout=1.0)
+    store = server.state.store
+    gate = threading.Event()
+    real_job = type(store)._job
+    held: list[bool] = []
+
+    def job(self: Any, fn: Any) -> Any:
+        if held:
+            return real_job(self, fn)
+        held.append(True)
+        return real_job(self, lambda conn: (gate.wait(30), fn(conn))[1])
+
+    try:
+        async with _aclient(server) as r:
+            assert await r.set("k", "old") is True
+            monkeypatch.setattr(type(store), "_job", job)
+            with pytest.raises(redis.ResponseError, match=r"^SERVERERR .*within"):
+                await r.flushall()
+            # Held up behind the flush: not acknowledged, and not done.
+            with pytest.raises(redis.ResponseError, match=r"^SERVERERR .*within"):
+                await r.set("k", "new")
+            gate.set()
+            assert await r.dbsize() == 0  # the thread's next job: the flush is through
+            assert await r.get("k") is None
+            assert await r.set("k", "after") is True
+            assert await r.incr("n") == 1
+            assert await r.mget("k", "n") == [b"after", b"1"]
+    finally:
+        gate.set()
+        await stop_server(server)
+
+
+def test_no_new_writer_for_a_database_file_put_in_place_of_ours(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    """The file is deleted (a new one may appear at its path), then the writer dies: the
+    server must not start a writer on what is now at the path, and writes keep answering the
+    file's error, never OK."""
+    server = server_factory(tmp_path, "--store-timeout", "1").start()
+    writer = the_writer(server)
+    raw = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+    try:
+        assert call(raw, b"SET", b"before", b"1") == "OK"
+        for name in ("dumbkv.db", "dumbkv.db-wal", "dumbkv.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        with StoreSQL(sqlite_url(tmp_path)) as sql:  # someone else's database at our path
+            sql.execute("CREATE TABLE other (x)")
+        writer.signal(signal.SIGKILL)
+        poll_until("the writer to be gone", lambda: not writer.running(), 10)
+
+        def file_error() -> object:
+            reply = call(raw, b"SET", b"after", b"2")
+            assert is_server_error(reply), reply
+            return reply if "database file" in str(reply) else None
+
+        poll_until("writes to answer the file's error", file_error, 10)
+        assert writers(server) == []
+        assert call(raw, b"PING") == "PONG"
+        with StoreSQL(sqlite_url(tmp_path)) as sql:
+            assert sql.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'kv'") == 0
+    finally:
+        raw.close()
+
+
+def _sweeps(server: ServerProcess) -> float:
+    """How many expiry sweeps the server has finished (from its /metrics)."""
+    with urllib.request.urlopen(server.admin_url + "/metrics", timeout=SOCKET_TIMEOUT) as resp:
+        text = resp.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "dumbkv_store_query_duration_seconds_count"
+               and s.labels.get("operation") == "sweep")
+
+
+@pytest.mark.parametrize("expired_rows", [0, 3], ids=["sweep-deletes-nothing", "sweep-deletes"])
+def test_sweeps_do_not_hide_a_change_made_behind_the_servers_back(
+    server_factory: Factory, tmp_path: Path, expired_rows: int
+) -> None:
+    """The expiry sweep commits on the server's own connection; that must not make a cached
+    row that another process changed meanwhile look current."""
+    server = server_factory(tmp_path, "--sweep-interval", "0.05").start()
+    raw = RawClient(server.address, timeout=SOCKET_TIMEOUT)
+    try:
+        assert call(raw, b"SET", b"cached", b"the-old-value") == "OK"
+        assert call(raw, b"SET", b"other", b"another-value") == "OK"
+        assert call(raw, b"GET", b"cached") == b"the-old-value"  # cached now
+        with StoreSQL(server.store) as sql:
+            _copy_other_envelope(sql)
+            for i in range(expired_rows):  # rows for the next sweep to delete
+                sql.execute("INSERT INTO kv (db, id, value, expires_at) VALUES (0, ?, ?, 1)",
+                            _sha(b"expired:%d" % i), b"\x01" * 41)
+        swept = _sweeps(server)
+        poll_until("two more sweeps", lambda: _sweeps(server) >= swept + 2, 10)
+        with StoreSQL(server.store) as sql:
+            assert sql.fetchval("SELECT count(*) FROM kv WHERE expires_at = 1") == 0
+        assert is_server_error(call(raw, b"GET", b"cached"))
+        assert call(raw, b"GET", b"other") == b"another-value"
+    finally:
+        raw.close()
+
+
+async def test_memory_store_takes_writes_again_when_the_job_with_its_reset_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit fails (the writer then drops writes until the store's reset), and the thread
+    job that carries that reset fails too: later writes must still be committed."""
+    server = await _server(tmp_path, "sqlite:///:memory:", store_timeout=2.0)
+    real_apply, real_commit = Writer.apply, Writer.commit
+    faults = {"commit": 1, "reset": 1}
+
+    def commit(self: Writer, writes: list[Any]) -> bool:
+        if faults["commit"]:
+            faults["commit"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_commit(self, writes)
+
+    def apply(self: Writer, messages: list[Any]) -> list[Any]:
+        if faults["reset"] and messages == [("reset",)]:
+            faults["reset"] -= 1
+            raise RuntimeError("the worker thread broke")
+        return real_apply(self, messages)
+
+    try:
+        async with _aclient(server) as r:
+            monkeypatch.setattr(Writer, "commit", commit)
+            monkeypatch.setattr(Writer, "apply", apply)
+            with pytest.raises(redis.ResponseError, match=r"^SERVERERR"):
+                await r.set("lost", "1")
+            assert await r.set("after", "2") is True
+            assert await r.mget("lost", "after") == [None, b"2"]
+            assert faults == {"commit": 0, "reset": 0}
     finally:
         await stop_server(server)

@@ -134,6 +134,8 @@ class SQLiteStore(Store):
         #: Committed rows kept in memory (DumbKV is the only writer of its file).
         self._cache = RowCache(_cache_budget(options))
         self._flushing = 0  # FLUSHDB/FLUSHALL jobs in the thread: cache nothing meanwhile
+        #: The newest of them (the thread runs jobs in order): batches wait for it to be through.
+        self._last_flush: asyncio.Future[None] | None = None
         #: The reader's ``PRAGMA data_version`` when the writer was last idle.
         self._version: int | None = None
         self._version_checked = False
@@ -227,6 +229,11 @@ class SQLiteStore(Store):
     ) -> Durable | None:
         if self._db is None:
             raise StoreError("sqlite store is not open")
+        flush = self._last_flush
+        if flush is not None and not flush.done():
+            # A FLUSHDB answered (a timeout) before its job ran: this batch must come after it,
+            # and the writer would not wait for the thread. Waiting ends with the store timeout.
+            await asyncio.wait([flush])
         if keys:
             self._cache_fresh()
         rows, missing, uncommitted = self._remembered(keys)
@@ -258,6 +265,7 @@ class SQLiteStore(Store):
             return waiter.durable
         writer = self._writer
         if writer is None or self._restarting is not None:
+            self._check_file()
             raise StoreError("sqlite writer process is restarting")
         self._seq = seq = self._seq + 1
         upserts, deletes = split_changes(changes)
@@ -293,25 +301,38 @@ class SQLiteStore(Store):
             for key, row in batch.changes.items():
                 cache.put(key, row)
             done.append(batch)
-        if sent:  # keep the changes of batches still in flight
+        try:
+            if sent:  # keep the changes of batches still in flight
+                for batch in done:
+                    for key in batch.changes:
+                        hit = overlay.get(key)
+                        if hit is not None and hit[0] == batch.seq:
+                            del overlay[key]
+            else:
+                overlay.clear()  # every change sent is committed
+                self._note_own_commits()
+            self._checkpointer.written(rows)
+        finally:  # they are committed: answer them whatever the bookkeeping above did
             for batch in done:
-                for key in batch.changes:
-                    hit = overlay.get(key)
-                    if hit is not None and hit[0] == batch.seq:
-                        del overlay[key]
-        else:
-            overlay.clear()  # every change sent is committed
-            self._note_own_commits()
-        self._checkpointer.written(rows)
-        for batch in done:
-            batch.durable.resolve()
+                batch.durable.resolve()
 
     def _note_own_commits(self) -> None:
         """Take the reader's ``data_version`` after our own commits as the new baseline (an
         outside commit in the moment between theirs and this is caught by the writer, at its
         next transaction)."""
-        if self._reader is not None:
-            self._version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        self._version = self._reader_version()
+
+    def _reader_version(self) -> int | None:
+        """The reader's ``PRAGMA data_version``; None, with the cache emptied, if it cannot be
+        read (the reads that follow then go to the file and answer its error)."""
+        if self._reader is None:
+            return None
+        try:
+            version: int = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            self._cache.clear()
+            return None
+        return version
 
     def _failed(self, error: BaseException) -> None:
         """Every batch not yet committed fails: the later ones were computed on top of the
@@ -334,9 +355,11 @@ class SQLiteStore(Store):
             while self._writer is not None:
                 link = self._process_link()
                 try:
+                    self._check_file()  # a new writer must not adopt a file put in its place
                     await link.start()
-                except (OSError, StoreError) as exc:
-                    log.error("sqlite writer process could not start: %s", type(exc).__name__)
+                except Exception as exc:
+                    reason = exc.message if isinstance(exc, StoreError) else type(exc).__name__
+                    log.error("sqlite writer process could not start: %s", reason)
                     await asyncio.sleep(self.timeout)  # try again later; writes fail meanwhile
                     continue
                 self._writer = link
@@ -353,7 +376,7 @@ class SQLiteStore(Store):
             return
         self._version_checked = True
         asyncio.get_running_loop().call_soon(self._version_unchecked)
-        version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        version = self._reader_version()
         if version != self._version:
             if self._version is not None:
                 self._cache.clear()
@@ -406,6 +429,7 @@ class SQLiteStore(Store):
         self._flushing += 1
         job = self._job(flush)
         job.add_done_callback(self._flushed)
+        self._last_flush = job
         await asyncio.shield(job)
 
     def _flushed(self, _: object) -> None:
@@ -437,7 +461,11 @@ class SQLiteStore(Store):
             return cur.rowcount
 
         removed: int = await self._in_thread(sweep)
-        self._note_own_commits()
+        if removed:
+            # Our commit moved data_version. Taking the new value as the baseline would hide a
+            # commit by another process made before it, so start the cache afresh instead.
+            self._cache.clear()
+            self._note_own_commits()
         return removed
 
     async def _ping(self) -> None:

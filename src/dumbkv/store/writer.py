@@ -184,7 +184,10 @@ class Writer:
 
 def main(argv: list[str]) -> None:
     """``python -m dumbkv.store.writer PATH SYNCHRONOUS BUSY_MS``, started by the server."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops us
+    # Ctrl-C, or a SIGTERM sent to the whole process group, stops the server, which then
+    # closes our input: we end after the last commit, not in the middle of its shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path, synchronous, busy_ms = argv[0], argv[1], int(argv[2])
     conn = sqlite3.connect(path, isolation_level=None, timeout=busy_ms / 1000)
     conn.execute(f"PRAGMA synchronous={synchronous}")

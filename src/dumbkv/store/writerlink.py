@@ -158,6 +158,9 @@ class ThreadLink(WriterLink):
                     functools.partial(_apply, self._writer, messages))
             except Exception as exc:  # the connection itself failed: nothing was committed
                 writes = [m for m in messages if m[0] == "w"]
+                # As after a failed commit: drop what comes until the store's reset (and if
+                # this job only carried that reset, it counts: take writes again).
+                self._writer.failed = bool(writes)
                 replies = [("err", writes[0][1], type(exc).__name__, str(exc))] if writes else []
             for reply in replies:
                 self.on_reply(reply)
