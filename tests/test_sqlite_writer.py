@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import os
@@ -637,7 +638,8 @@ async def test_memory_store_answers_a_failed_thread_job_and_goes_on(
 # =========================================================================== 7. review fixes
 async def _server(tmp_path: Path, store: str, store_timeout: float = 5.0) -> Any:
     return await start_server(Config(host="127.0.0.1", port=0, admin_port=0, store=store,
-                                      data_dir=str(tmp_path), store_timeout=store_timeout))
+                                      data_dir=str(tmp_path), store_timeout=store_timeout,
+                                      shutdown_timeout=2.0))
 
 
 def _aclient(server: Any) -> redis.asyncio.Redis:
@@ -782,3 +784,42 @@ async def test_memory_store_takes_writes_again_when_the_job_with_its_reset_fails
             assert faults == {"commit": 0, "reset": 0}
     finally:
         await stop_server(server)
+
+
+async def test_a_stalled_writer_holds_up_no_reply_beyond_the_timeout(tmp_path: Path) -> None:
+    """With the writer stopped, batches that timed out keep their slots until it answers. Once
+    every slot is taken, what is queued behind them still gets the timeout error within the
+    timeout, reads of cached keys are answered, and a stop does not hang."""
+    server = await _server(tmp_path, f"sqlite:///{tmp_path / 's.db'}", store_timeout=0.5)
+    server.state.store.max_inflight = 2
+    pids = [p for p in _children(os.getpid()) if "dumbkv.store.writer" in _cmdline(p)]
+    assert len(pids) == 1, pids
+    writer = Proc(pids[0])
+    stopped_server = False
+    try:
+        async with _aclient(server) as r:
+            assert await r.set("cached", "v") is True
+            assert await r.get("cached") == b"v"
+            writer.signal(signal.SIGSTOP)
+            try:
+                for key in ("a1", "a2", "a3", "a4"):  # the slots fill up after a2
+                    with pytest.raises(redis.ResponseError, match=r"^SERVERERR .*within"):
+                        await asyncio.wait_for(r.set(key, "1"), SOCKET_TIMEOUT)
+                assert await asyncio.wait_for(r.get("cached"), SOCKET_TIMEOUT) == b"v"
+            finally:
+                os.kill(writer.pid, signal.SIGCONT)
+            assert await r.set("after", "2") is True  # a1 and a2 committed before it
+            assert await r.mget("a1", "a2", "a3", "a4", "after") == [b"1", b"1", None, None,
+                                                                     b"2"]
+            writer.signal(signal.SIGSTOP)
+            for key in ("b1", "b2", "b3"):
+                with pytest.raises(redis.ResponseError, match=r"^SERVERERR"):
+                    await asyncio.wait_for(r.set(key, "1"), SOCKET_TIMEOUT)
+        await asyncio.wait_for(stop_server(server), 60)
+        stopped_server = True
+        poll_until("the stopped writer to be gone", lambda: not writer.running(), 10)
+    finally:
+        if writer.running():
+            os.kill(writer.pid, signal.SIGCONT)
+        if not stopped_server:
+            await stop_server(server)

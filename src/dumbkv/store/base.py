@@ -204,9 +204,12 @@ class Store(ABC):
     def abort(self, reason: str) -> None:
         """Answer every operation not yet started with a server error; the batches already
         staged still commit and get their real replies (``settle``)."""
-        queued, self._queue = self._queue, deque()
+        self._answer_queued(StoreError(reason))
+
+    def _answer_queued(self, error: StoreError) -> None:
+        queued = list(self._queue)
+        self._queue.clear()
         self._unapplied -= len(queued)
-        error = StoreError(reason)
         for _, done in queued:
             done(error)
 
@@ -266,19 +269,18 @@ class Store(ABC):
     async def _run(self) -> None:
         # Stages batches in queue order and returns as soon as the queue is empty: a batch
         # waiting for its commit does not hold up the staging of the next one.
+        queue = self._queue
         try:
-            while self._queue:
-                queue = self._queue
-                items = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
-                start = 0
-                for i, (op, _) in enumerate(items):
-                    if isinstance(op, DbOp):
-                        if start < i:
-                            await self._start_batch(items[start:i])
-                        await self._settle_then_run(items[i])
-                        start = i + 1
-                if start < len(items):
-                    await self._start_batch(items[start:])
+            while queue:
+                if not await self._room_for_a_batch():
+                    continue  # the queue was answered: the backend is stalled
+                if isinstance(queue[0][0], DbOp):
+                    await self._settle_then_run(queue.popleft())
+                    continue
+                items: list[tuple[Op, Done]] = []
+                while queue and len(items) < self.max_batch and isinstance(queue[0][0], KeyOp):
+                    items.append(queue.popleft())
+                await self._start_batch(items)
         finally:
             self._runner = None
             self._settle_idle()
@@ -329,7 +331,21 @@ class Store(ABC):
             batch.finish(None)
         else:
             batch.wait_for(durable)
-        await self._inflight_below(self.max_inflight)
+
+    async def _room_for_a_batch(self) -> bool:
+        """Wait while ``max_inflight`` batches wait for their commit. If none commits within
+        the timeout (a stalled backend: they hold their slots until it answers), answer what
+        is queued with the timeout error, which nothing would answer otherwise, and return
+        False."""
+        if self._inflight < self.max_inflight:
+            return True
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._inflight_below(self.max_inflight)
+        except TimeoutError:
+            self._answer_queued(self._timed_out())
+            return False
+        return True
 
     def _batch_finished(self) -> None:
         self._inflight -= 1

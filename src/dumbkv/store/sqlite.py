@@ -351,7 +351,11 @@ class SQLiteStore(Store):
             self._restarting = asyncio.get_running_loop().create_task(self._restart())
 
     async def _restart(self) -> None:
+        dead = self._writer
         try:
+            if dead is not None:  # its output is closed: release its pipes and process
+                with contextlib.suppress(Exception):
+                    await dead.close()
             while self._writer is not None:
                 link = self._process_link()
                 try:
