@@ -146,6 +146,11 @@ def test_select_errors(raw: RawClient) -> None:
     assert call(raw, "SELECT", "abc") == NOT_INTEGER
     assert call(raw, "SELECT", "1.5") == NOT_INTEGER
     assert call(raw, "SELECT", "99999999999999999999") == NOT_INTEGER
+    beyond_32_bits = ("error", "ERR value is out of range, value must between -2147483648 and "
+                      "2147483647")
+    assert call(raw, "SELECT", "2147483648") == beyond_32_bits
+    assert call(raw, "SELECT", "-2147483649") == beyond_32_bits
+    assert call(raw, "SELECT", "2147483647") == out_of_range
     assert call(raw, "SELECT") == arity("select")
     # A failed SELECT leaves the connection where it was.
     assert call(raw, "SET", "k", "v") == "OK"
@@ -339,6 +344,13 @@ def test_hello_auth_with_requirepass(auth_raw: RawClient) -> None:
     reply = call(auth_raw, "HELLO", "3")
     assert is_error(reply, "NOAUTH ")
     assert call(auth_raw, "HELLO", "3", "AUTH", "default", "nope") == WRONGPASS
+    assert call(auth_raw, "GET", "k") == NOAUTH
+    # Every option is read before the password is checked: a bad one fails the whole HELLO,
+    # which then authenticates nothing (Redis 7).
+    bad_option = ("error", "ERR Syntax error in HELLO option 'bogus'")
+    assert call(auth_raw, "HELLO", "3", "AUTH", "default", "pw", "bogus") == bad_option
+    assert call(auth_raw, "HELLO", "3", "AUTH", "default", "nope", "bogus") == bad_option
+    assert is_error(call(auth_raw, "HELLO", "3", "AUTH", "default", "pw", "SETNAME", "a b"))
     assert call(auth_raw, "GET", "k") == NOAUTH
     reply = call(auth_raw, "HELLO", "3", "AUTH", "default", "pw")
     assert isinstance(reply, dict)
@@ -682,6 +694,14 @@ def test_set_invalid_expire_time(raw: RawClient) -> None:
     for options in (("EX", "abc"), ("PX", "1.5"), ("EX", ""), ("EXAT", "99999999999999999999")):
         assert call(raw, "SET", "k", "v", *options) == NOT_INTEGER, options
     assert call(raw, "EXISTS", "k") == 0
+    # The expiry is checked before NX, XX and GET look at the key, whether it exists or not.
+    for setup in ((), ("SET", "k", "old")):
+        if setup:
+            assert call(raw, *setup) == "OK"
+        for options in (("NX", "EX", str(INT64_MAX)), ("XX", "PX", str(INT64_MAX)),
+                        ("GET", "EX", "0"), ("NX", "GET", "PX", "-1")):
+            assert call(raw, "SET", "k", "v", *options) == invalid, (setup, options)
+    assert call(raw, "GET", "k") == b"old"
 
 
 def test_set_all_options_together(raw: RawClient) -> None:

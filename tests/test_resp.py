@@ -449,7 +449,8 @@ def test_expected_dollar_with_unprintable_byte_stays_one_line(byte: bytes) -> No
 
 @pytest.mark.parametrize(
     "bulk_header",
-    [b"$-1", b"$-5", b"$x", b"$+3", b"$ 3", b"$3 ", b"$03", b"$-0", b"$", b"$3x", b"$1.0"],
+    [b"$-1", b"$-5", b"$x", b"$+3", b"$ 3", b"$3 ", b"$03", b"$-0", b"$", b"$3x", b"$1.0",
+     b"$9223372036854775808", b"$99999999999999999999"],
 )
 def test_invalid_bulk_length(bulk_header: bytes) -> None:
     assert parse_error(b"*1\r\n" + bulk_header + b"\r\nabc\r\n") == BAD_BULK

@@ -208,7 +208,10 @@ def _multibulk(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
         head = data[pos + 1 : eol]
         size = _SMALL.get(head)
         if size is None:
-            if not head.isdigit() or (head[0] == 48 and len(head) > 1):
+            # Unbounded by design, but it must be a number Redis could read (64-bit signed).
+            if not head.isdigit() or (head[0] == 48 and len(head) > 1) or len(head) > 19 or (
+                int(head) >= 2**63
+            ):
                 raise ProtocolError("invalid bulk length")
             size = int(head)
         start = eol + 2

@@ -34,7 +34,7 @@ def quit_(s: Session, argv: list[bytes]) -> Result:
 def select(s: Session, argv: list[bytes]) -> Result:
     index = int_arg(argv[1])
     if not -(2**31) <= index < 2**31:
-        raise CommandError("value is out of range")
+        raise CommandError("value is out of range, value must between -2147483648 and 2147483647")
     if not 0 <= index < s.state.config.databases:
         raise CommandError("DB index is out of range")
     s.db = index
@@ -77,11 +77,12 @@ def hello(s: Session, argv: list[bytes]) -> Result:
         if version not in (2, 3):
             raise CommandError("unsupported protocol version", prefix="NOPROTO")
     name: bytes | None = None
+    credentials: tuple[bytes, bytes] | None = None
     i = 2
     while i < len(argv):
         opt = argv[i].upper()
         if opt == b"AUTH" and i + 2 < len(argv):
-            _check_password(s, argv[i + 1], argv[i + 2])
+            credentials = argv[i + 1], argv[i + 2]  # checked once every option is read
             i += 3
         elif opt == b"SETNAME" and i + 1 < len(argv):
             name = _valid_name(argv[i + 1])
@@ -89,6 +90,8 @@ def hello(s: Session, argv: list[bytes]) -> Result:
         else:
             sent = argv[i][:128].decode("utf-8", "replace")
             raise CommandError(f"Syntax error in HELLO option '{sent}'")
+    if credentials is not None:
+        _check_password(s, *credentials)
     if not s.authenticated:
         raise AuthError(
             "HELLO must be called with the client already authenticated, otherwise the HELLO "

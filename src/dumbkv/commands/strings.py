@@ -154,14 +154,13 @@ def set_(s: Session, argv: list[bytes]) -> Result:
     sealed = v.seal(value)
 
     def apply(view: View) -> Reply:
+        # The expiry first, as Redis: a bad one is an error whatever NX or XX decide.
+        expires_at = None if expire is None else _absolute_ms(expire[0], amount, view.now, "set")
         old = v.read(view) if want_old else None
         row = view.get(v.addr) if reads else None
         if (nx and row is not None) or (xx and row is None):
             return old
-        expires_at: int | None = None
-        if expire is not None:
-            expires_at = _absolute_ms(expire[0], amount, view.now, "set")
-        elif keepttl and row is not None:
+        if keepttl and row is not None:
             expires_at = row.expires_at
         view.put(v.addr, Row(sealed, expires_at))
         return old if want_old else "OK"
