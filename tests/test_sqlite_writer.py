@@ -823,3 +823,42 @@ async def test_a_stalled_writer_holds_up_no_reply_beyond_the_timeout(tmp_path: P
             os.kill(writer.pid, signal.SIGCONT)
         if not stopped_server:
             await stop_server(server)
+
+
+@pytest.mark.parametrize("given", ["right", "other"])
+def test_writer_commits_only_to_the_file_it_was_given(tmp_path: Path, given: str) -> None:
+    """``python -m dumbkv.store.writer PATH SYNC BUSY_MS DEV:INO``: the (device, inode) is the
+    file the server opened; a writer that finds another file at PATH refuses every write."""
+    with StoreSQL(sqlite_url(tmp_path)) as sql:
+        sql.execute("CREATE TABLE kv (db INTEGER NOT NULL, id BLOB NOT NULL, value BLOB NOT "
+                    "NULL, expires_at INTEGER, PRIMARY KEY (db, id)) WITHOUT ROWID")
+    path = tmp_path / "dumbkv.db"
+    st = path.stat()
+    identity = f"{st.st_dev}:{st.st_ino}" if given == "right" else f"{st.st_dev}:{st.st_ino + 1}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dumbkv.store.writer", str(path), "FULL", "1000", identity],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environ_without_settings())
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        reader = FrameReader()
+        proc.stdin.write(frame(("w", 1, [(0, b"id", b"sealed", None)], [])))
+        proc.stdin.flush()
+        replies: list[Any] = []
+        while len(replies) < 2:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, "the writer closed its output"
+            replies += reader.feed(chunk)
+        assert replies[0] == ("ready",)
+        if given == "right":
+            assert replies[1][:2] == ("ok", 1)
+        else:
+            assert replies[1][:3] == ("err", 1, "FileGone")
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    with StoreSQL(sqlite_url(tmp_path)) as sql:
+        assert sql.fetchval("SELECT count(*) FROM kv") == (1 if given == "right" else 0)

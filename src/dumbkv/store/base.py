@@ -173,6 +173,9 @@ class Store(ABC):
         #: Operations submitted whose effect is not yet decided (not staged, or not run).
         self._unapplied = 0
         self._slot_free: asyncio.Future[None] | None = None
+        #: Set once ``settle`` gave up on the batches in flight (shutdown): a batch staged
+        #: after that is answered with this error at once instead of waiting for its commit.
+        self._abandoned: StoreError | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         #: Called after every store call with (operation, seconds, ok); metrics hook.
@@ -220,7 +223,8 @@ class Store(ABC):
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
         except TimeoutError:
-            self._abandon(StoreError(reason))
+            self._abandoned = StoreError(reason)
+            self._abandon(self._abandoned)
             await self._idle.wait()
 
     def _abandon(self, error: StoreError) -> None:
@@ -272,8 +276,8 @@ class Store(ABC):
         queue = self._queue
         try:
             while queue:
-                if not await self._room_for_a_batch():
-                    continue  # the queue was answered: the backend is stalled
+                if not await self._room_for_a_batch() or not queue:
+                    continue  # the queue was answered meanwhile (a stalled backend, shutdown)
                 if isinstance(queue[0][0], DbOp):
                     await self._settle_then_run(queue.popleft())
                     continue
@@ -331,6 +335,8 @@ class Store(ABC):
             batch.finish(None)
         else:
             batch.wait_for(durable)
+            if self._abandoned is not None:  # staged after settle gave up: no waiting now
+                self._abandon(self._abandoned)
 
     async def _room_for_a_batch(self) -> bool:
         """Wait while ``max_inflight`` batches wait for their commit. If none commits within

@@ -178,7 +178,8 @@ class SQLiteStore(Store):
 
     def _process_link(self) -> ProcessLink:
         return ProcessLink(self._on_reply, self._on_lost, str(Path(self.path).absolute()),
-                           self.synchronous, int(self.timeout * 1000), self.timeout)
+                           self.synchronous, int(self.timeout * 1000), self.timeout,
+                           self._identity)
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         # A new file gets 1 KiB pages: rows are small and land on random pages (keys are
@@ -295,13 +296,13 @@ class SQLiteStore(Store):
         cache = self._cache
         rows = 0
         done = []
-        while sent and sent[0].seq <= seq:
-            batch = sent.popleft()
-            rows += len(batch.changes)
-            for key, row in batch.changes.items():
-                cache.put(key, row)
-            done.append(batch)
         try:
+            while sent and sent[0].seq <= seq:
+                batch = sent.popleft()
+                done.append(batch)
+                rows += len(batch.changes)
+                for key, row in batch.changes.items():
+                    cache.put(key, row)
             if sent:  # keep the changes of batches still in flight
                 for batch in done:
                     for key in batch.changes:
@@ -361,6 +362,8 @@ class SQLiteStore(Store):
                 try:
                     self._check_file()  # a new writer must not adopt a file put in its place
                     await link.start()
+                    if not link.running:
+                        raise StoreError("sqlite writer process exited as it started")
                 except Exception as exc:
                     reason = exc.message if isinstance(exc, StoreError) else type(exc).__name__
                     log.error("sqlite writer process could not start: %s", reason)
@@ -381,9 +384,8 @@ class SQLiteStore(Store):
         self._version_checked = True
         asyncio.get_running_loop().call_soon(self._version_unchecked)
         version = self._reader_version()
-        if version != self._version:
-            if self._version is not None:
-                self._cache.clear()
+        if version != self._version:  # from None too: what was cached since may be stale
+            self._cache.clear()
             self._version = version
 
     def _version_unchecked(self) -> None:

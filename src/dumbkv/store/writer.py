@@ -121,10 +121,12 @@ class FileGone(Exception):
 class Writer:
     """Applies write messages on one connection (in autocommit mode)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str,
+                 identity: tuple[int, int] | None = None) -> None:
         self.conn = conn
         self.path = path
-        self.identity = file_identity(path)
+        #: The file commits must go to: the server's (given), else the one at ``path`` now.
+        self.identity = identity if identity is not None else file_identity(path)
         self.failed = False
         self.version = conn.execute("PRAGMA data_version").fetchone()[0]
 
@@ -183,18 +185,23 @@ class Writer:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m dumbkv.store.writer PATH SYNCHRONOUS BUSY_MS``, started by the server."""
+    """``python -m dumbkv.store.writer PATH SYNCHRONOUS BUSY_MS DEV:INO``, started by the
+    server (``-`` for DEV:INO: the file at PATH when it starts)."""
     # Ctrl-C, or a SIGTERM sent to the whole process group, stops the server, which then
     # closes our input: we end after the last commit, not in the middle of its shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path, synchronous, busy_ms = argv[0], argv[1], int(argv[2])
+    identity = None
+    if len(argv) > 3 and argv[3] != "-":
+        device, inode = argv[3].split(":")
+        identity = int(device), int(inode)
     conn = sqlite3.connect(path, isolation_level=None, timeout=busy_ms / 1000)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
-    Writer(conn, path).run(sys.stdin.fileno(), sys.stdout.fileno())
+    Writer(conn, path, identity).run(sys.stdin.fileno(), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import functools
 import logging
 import sqlite3
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,10 +47,13 @@ class ProcessLink(WriterLink, asyncio.SubprocessProtocol):
     """``python -m dumbkv.store.writer`` with pipes on its stdin and stdout."""
 
     def __init__(self, on_reply: Reply, on_lost: Callable[[], None], path: str,
-                 synchronous: str, busy_ms: int, start_timeout: float) -> None:
+                 synchronous: str, busy_ms: int, start_timeout: float,
+                 identity: tuple[int, int] | None) -> None:
         WriterLink.__init__(self, on_reply, on_lost)
+        # The (device, inode) the server opened: the writer refuses to commit to another file.
+        file = "-" if identity is None else f"{identity[0]}:{identity[1]}"
         self.argv = [sys.executable, "-m", "dumbkv.store.writer", path, synchronous,
-                     str(busy_ms)]
+                     str(busy_ms), file]
         self.start_timeout = start_timeout
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
@@ -88,13 +92,22 @@ class ProcessLink(WriterLink, asyncio.SubprocessProtocol):
         self._stdin.write(frame(message))
 
     # asyncio.SubprocessProtocol
+    @property
+    def running(self) -> bool:
+        """Started, and neither its input nor its output has closed."""
+        return self._stdin is not None and not self._stdin.is_closing()
+
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         for message in self._frames.feed(data):
             if message[0] == "ready":
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(None)
-            else:
+                continue
+            try:
                 self.on_reply(message)
+            except Exception as exc:  # a bug: the replies after it must still be handled
+                log.error("sqlite writer reply not handled: %s\n%s", type(exc).__name__,
+                          "".join(traceback.format_tb(exc.__traceback__)))
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         # Its stdout closed: every reply it wrote has been read, so what is still unanswered
