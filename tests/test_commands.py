@@ -402,6 +402,22 @@ def test_client_setinfo(raw: RawClient) -> None:
     assert wire(raw, "CLIENT", "SETINFO", "LIB-VER", "8.1.0") == b"+OK\r\n"
 
 
+@pytest.mark.parametrize(("command", "subcommands"), [
+    ("CLIENT", {"GETNAME", "ID", "SETINFO", "SETNAME", "HELP"}),
+    ("CONFIG", {"GET", "HELP"}),
+])
+def test_help_lists_the_subcommands_that_work(raw: RawClient, command: str,
+                                              subcommands: set[str]) -> None:
+    """The unknown-subcommand error says "Try X HELP.": that must answer, in Redis's format
+    (an array of simple strings), with the subcommands DumbKV has."""
+    lines = call(raw, command, "HELP")
+    assert isinstance(lines, list)
+    assert all(isinstance(line, str) for line in lines)  # simple strings, not bulk
+    assert lines[0].startswith(f"{command} <subcommand>")
+    assert {line.split()[0] for line in lines[1:] if not line.startswith(" ")} == subcommands
+    assert is_error(call(raw, command, "HELP", "extra"))
+
+
 def test_client_errors(raw: RawClient) -> None:
     assert call(raw, "CLIENT", "FOO") == (
         "error", "ERR unknown subcommand 'FOO'. Try CLIENT HELP."

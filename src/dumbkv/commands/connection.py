@@ -122,10 +122,27 @@ def _valid_name(name: bytes) -> bytes:
     return name
 
 
-@command("client", -2, syntax="CLIENT SETNAME name | GETNAME | ID | SETINFO attr value",
+_CLIENT_HELP: list[Reply] = [
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "SETINFO <option> <value>",
+    "    Accepted and ignored for LIB-NAME and LIB-VER.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "HELP",
+    "    Print this help.",
+]
+
+
+@command("client", -2, syntax="CLIENT SETNAME name | GETNAME | ID | SETINFO attr value | HELP",
          summary="connection name and id; SETINFO is accepted and ignored")
 def client(s: Session, argv: list[bytes]) -> Result:
     sub = argv[1].upper()
+    if sub == b"HELP" and len(argv) == 2:
+        return _CLIENT_HELP
     if sub == b"SETNAME" and len(argv) == 3:
         s.name = _valid_name(argv[2]) or None
         return "OK"

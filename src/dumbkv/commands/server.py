@@ -57,10 +57,12 @@ def _config_values(state: ServerState) -> dict[str, str]:
     }
 
 
-@command("config", -2, syntax="CONFIG GET parameter [parameter ...]",
+@command("config", -2, syntax="CONFIG GET parameter [parameter ...] | HELP",
          summary="read settings (glob patterns allowed); CONFIG SET is not supported")
 def config(s: Session, argv: list[bytes]) -> Result:
     sub = argv[1].upper()
+    if sub == b"HELP" and len(argv) == 2:
+        return _CONFIG_HELP
     if sub == b"GET":
         if len(argv) < 3:
             raise CommandError("wrong number of arguments for 'config|get' command")
@@ -78,6 +80,15 @@ def config(s: Session, argv: list[bytes]) -> Result:
             "DUMBKV_* environment variables at start"
         )
     raise unknown_subcommand(argv[1], "config")
+
+
+_CONFIG_HELP: list[Reply] = [
+    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET <pattern>",
+    "    Return parameters matching the glob-like <pattern> and their values.",
+    "HELP",
+    "    Print this help.",
+]
 
 
 # --------------------------------------------------------------------------- COMMAND
