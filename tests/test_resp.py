@@ -575,6 +575,36 @@ def test_large_bulk_in_64k_chunks() -> None:
     assert commands[1] == [b"PING"]
 
 
+@pytest.mark.parametrize("chunk", [7, 1000, 64 * 1024])
+def test_large_array_in_chunks_keeps_only_its_incomplete_tail(chunk: int) -> None:
+    """An MSET of 20,000 pairs arriving in many reads: the arguments already read are kept,
+    and the bytes held back never exceed one read plus one argument (they used to be the whole
+    array so far, parsed again from its start at every read)."""
+    argv = [b"MSET"] + [b"key:%06d" % (i // 2) if i % 2 == 0 else b"v\r\n%d" % i
+                        for i in range(40_000)]
+    data = encode_command(argv) + encode_command([b"GET", b"k"])
+    parser = Parser()
+    commands: list[Argv] = []
+    for start in range(0, len(data), chunk):
+        commands += parser.feed(data[start : start + chunk])
+        assert len(parser._buf) <= chunk + 32
+    assert parser.error is None
+    assert commands == [argv, [b"GET", b"k"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(argvs=st.lists(st.lists(st.binary(max_size=12), min_size=1, max_size=30), min_size=1,
+                      max_size=4),
+       data=st.data())
+def test_arrays_resumed_across_reads_match_one_read(argvs: list[Argv],
+                                                    data: st.DataObject) -> None:
+    wire = b"".join(encode_command(a) for a in argvs) + b"*2\r\n$3\r\nGET\r\nx"
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=12), label="cuts")
+    commands, parser = feed_chunks(split_at(wire, cuts))
+    assert commands == argvs
+    assert error_wire(parser) == b"-ERR Protocol error: expected '$', got 'x'\r\n"
+
+
 def test_long_inline_line_has_no_size_limit() -> None:
     # Redis caps an unfinished inline line at 64 KiB; DumbKV is unbounded by design.
     value = b"v" * 200_000

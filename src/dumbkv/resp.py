@@ -70,16 +70,21 @@ class Parser:
 
     Complete commands are parsed straight from the bytes just received: a read of RESP arrays
     with canonical headers and no CRLF inside an argument (what clients send) by splitting it
-    at CRLF once (``_plain_arrays``), anything else by ``_multibulk``. An incomplete tail is
-    kept, with the length it must reach before parsing can progress (``_need``), so a value or
-    line of any size that arrives in many reads is copied once, not rescanned on every read.
+    at CRLF once (``_plain_arrays``), anything else by ``_array_header`` and
+    ``_bulk_strings``. An incomplete tail is kept, with the length it must reach before
+    parsing can progress (``_need``). An array whose arguments arrive over many reads keeps
+    the ones already read (``_argv``, with ``_left`` still to come), and its tail starts at
+    the first incomplete one. So a value, a line or an array of any size is parsed once, not
+    rescanned on every read.
     """
 
-    __slots__ = ("_buf", "_need", "error")
+    __slots__ = ("_argv", "_buf", "_left", "_need", "error")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._need = 0
+        self._argv: list[bytes] | None = None
+        self._left = 0
         #: Set when the stream is broken; the commands before it are still returned.
         self.error: ProtocolError | None = None
 
@@ -90,19 +95,33 @@ class Parser:
         if self._buf:
             buf = self._buf
             buf += data
-            if len(buf) < self._need or (buf[0] != 42 and b"\n" not in data):
+            if len(buf) < self._need or (
+                buf[0] != 42 and self._argv is None and b"\n" not in data
+            ):
                 return []  # still short of the pending value, or of the inline line's end
             data = bytes(buf)
             self._buf = bytearray()
         commands: list[list[bytes]] = []
         pos = 0
         end = len(data)
-        if end <= _FAST_MAX and data[:1] == b"*":
-            commands, pos = _plain_arrays(data)
         try:
+            if self._argv is not None:  # the rest of an array begun in an earlier read
+                pos = self._bulks(data, 0, self._argv, self._left)
+                if pos < 0:
+                    return commands
+                commands.append(self._argv)
+                self._argv = None
+            elif end <= _FAST_MAX and data[:1] == b"*":
+                commands, pos = _plain_arrays(data)
             while pos < end:
                 if data[pos] == 42:  # '*'
-                    argv, new_pos = _multibulk(data, pos)
+                    count, new_pos = _array_header(data, pos)
+                    argv: list[bytes] | None = None
+                    if count > 0:
+                        argv = []
+                        new_pos = self._bulks(data, new_pos, argv, count)
+                        if new_pos < 0:
+                            break
                 else:
                     newline = data.find(b"\n", pos)
                     if newline < 0:
@@ -119,6 +138,19 @@ class Parser:
         except ProtocolError as exc:
             self.error = exc
         return commands
+
+    def _bulks(self, data: bytes, pos: int, argv: list[bytes], left: int) -> int:
+        """Read ``left`` more arguments of an array into ``argv``: the position after them,
+        or -1 when the data ends first (what is missing is then kept for the next read)."""
+        read = len(argv)
+        pos, need = _bulk_strings(data, pos, argv, left)
+        if need:
+            self._argv = argv
+            self._left = left - (len(argv) - read)
+            self._buf = bytearray(data[pos:])
+            self._need = need
+            return -1
+        return pos
 
 
 #: Canonical decimal lengths (no sign, no leading zero) up to 9999, for the common case: one
@@ -140,7 +172,7 @@ def _plain_arrays(data: bytes) -> tuple[list[list[bytes]], int]:
     headers are canonical and whose arguments hold no CRLF, as (commands, bytes used).
 
     It stops at the first array that does not fit that shape (incomplete, inline, empty,
-    malformed, an argument with CRLF inside or of 10,000 bytes and more); ``_multibulk``
+    malformed, an argument with CRLF inside or of 10,000 bytes and more); the general path
     parses the rest, errors included, so both paths give the same commands."""
     parts = data.split(_CRLF)
     last = len(parts) - 1  # what follows the final CRLF: never a complete part
@@ -171,15 +203,14 @@ def _plain_arrays(data: bytes) -> tuple[list[list[bytes]], int]:
     return commands, sum(map(len, parts[:i])) + 2 * i
 
 
-def _multibulk(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
-    """Parse one RESP array at ``pos``: (argv, next position), or (None, -n) when the
-    command is incomplete and needs at least n bytes counted from ``pos``."""
-    origin = pos
+def _array_header(data: bytes, pos: int) -> tuple[int, int]:
+    """The count of the RESP array at ``pos`` and the position after its header; (0, -n)
+    when the header is incomplete and needs at least n bytes counted from ``pos``. A count of
+    0 or less means an empty command."""
     end = len(data)
-    find = data.find
-    eol = find(_CRLF, pos)
+    eol = data.find(_CRLF, pos)
     if eol < 0:
-        return None, -(end - origin + 1)
+        return 0, -(end - pos + 1)
     head = data[pos + 1 : eol]
     count = _SMALL.get(head)
     if count is None:
@@ -193,10 +224,15 @@ def _multibulk(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
             count = parsed
         if count > 0x7FFFFFFF:
             raise ProtocolError("invalid multibulk length")
-    pos = eol + 2
-    if count <= 0:
-        return None, pos
-    argv: list[bytes] = []
+    return count, eol + 2
+
+
+def _bulk_strings(data: bytes, pos: int, argv: list[bytes], count: int) -> tuple[int, int]:
+    """Append the ``count`` bulk strings at ``pos`` to ``argv``: (position after them, 0), or,
+    when the data ends first, (position of the first incomplete one, bytes it needs from
+    there); the complete ones before it are appended."""
+    end = len(data)
+    find = data.find
     append = argv.append
     for _ in range(count):
         eol = find(_CRLF, pos)
@@ -204,7 +240,7 @@ def _multibulk(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
             got = chr(data[pos]) if 32 <= data[pos] < 127 else "?"
             raise ProtocolError(f"expected '$', got '{got}'")
         if eol < 0:
-            return None, -(end - origin + 1)
+            return pos, end - pos + 1
         head = data[pos + 1 : eol]
         size = _SMALL.get(head)
         if size is None:
@@ -215,11 +251,12 @@ def _multibulk(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
                 raise ProtocolError("invalid bulk length")
             size = int(head)
         start = eol + 2
-        pos = start + size + 2  # like Redis, the trailing CRLF is skipped unchecked
-        if pos > end:
-            return None, -(pos - origin)
-        append(data[start : pos - 2])
-    return argv, pos
+        stop = start + size + 2  # like Redis, the trailing CRLF is skipped unchecked
+        if stop > end:
+            return pos, stop - pos
+        append(data[start : stop - 2])
+        pos = stop
+    return pos, 0
 
 
 def split_inline(line: bytes) -> list[bytes]:
