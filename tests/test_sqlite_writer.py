@@ -421,6 +421,13 @@ def _delete_row(sql: StoreSQL) -> None:
     sql.execute("DELETE FROM kv WHERE id = ?", _sha(b"cached"))
 
 
+def _write_and_cache(raw: RawClient) -> None:
+    """Write ``cached`` and ``other``; read ``cached``, which puts it in the row cache."""
+    assert call(raw, b"SET", b"cached", b"the-old-value") == "OK"
+    assert call(raw, b"SET", b"other", b"another-value") == "OK"
+    assert call(raw, b"GET", b"cached") == b"the-old-value"
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     (_copy_other_envelope, "SERVERERR"),
     (_delete_row, None),
@@ -431,9 +438,7 @@ def test_row_changed_behind_the_servers_back_is_noticed_when_cached(
     server = server_factory(tmp_path).start()
     raw = RawClient(server.address, timeout=SOCKET_TIMEOUT)
     try:
-        assert call(raw, b"SET", b"cached", b"the-old-value") == "OK"
-        assert call(raw, b"SET", b"other", b"another-value") == "OK"
-        assert call(raw, b"GET", b"cached") == b"the-old-value"  # cached now
+        _write_and_cache(raw)
         with StoreSQL(server.store) as sql:
             assert sql.fetchval("SELECT count(*) FROM kv WHERE id = ?", _sha(b"cached")) == 1
             change(sql)
@@ -734,9 +739,7 @@ def test_sweeps_do_not_hide_a_change_made_behind_the_servers_back(
     server = server_factory(tmp_path, "--sweep-interval", "0.05").start()
     raw = RawClient(server.address, timeout=SOCKET_TIMEOUT)
     try:
-        assert call(raw, b"SET", b"cached", b"the-old-value") == "OK"
-        assert call(raw, b"SET", b"other", b"another-value") == "OK"
-        assert call(raw, b"GET", b"cached") == b"the-old-value"  # cached now
+        _write_and_cache(raw)
         with StoreSQL(server.store) as sql:
             _copy_other_envelope(sql)
             for i in range(expired_rows):  # rows for the next sweep to delete
