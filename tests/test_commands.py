@@ -418,6 +418,24 @@ def test_help_lists_the_subcommands_that_work(raw: RawClient, command: str,
     assert is_error(call(raw, command, "HELP", "extra"))
 
 
+def test_subcommand_errors_come_before_noauth(auth_raw: RawClient) -> None:
+    """As in Redis, an unknown subcommand or a subcommand's wrong word count is reported
+    before authentication is asked for; a valid one gets NOAUTH."""
+    assert call(auth_raw, "CLIENT", "FOO") == (
+        "error", "ERR unknown subcommand 'FOO'. Try CLIENT HELP."
+    )
+    assert call(auth_raw, "CLIENT", "SETNAME") == arity("client|setname")
+    assert call(auth_raw, "client", "getname", "x") == arity("client|getname")
+    assert call(auth_raw, "CONFIG", "GET") == arity("config|get")
+    assert call(auth_raw, "CONFIG", "SET", "save") == arity("config|set")
+    assert call(auth_raw, "CONFIG", "BOGUS") == (
+        "error", "ERR unknown subcommand 'BOGUS'. Try CONFIG HELP."
+    )
+    for valid in (("CLIENT", "GETNAME"), ("CLIENT", "SETNAME", "x"), ("CONFIG", "GET", "save"),
+                  ("CLIENT", "HELP")):
+        assert call(auth_raw, *valid) == NOAUTH, valid
+
+
 def test_client_errors(raw: RawClient) -> None:
     assert call(raw, "CLIENT", "FOO") == (
         "error", "ERR unknown subcommand 'FOO'. Try CLIENT HELP."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import AuthError, CommandError
 from ..session import Session
 from . import connection, server, strings  # noqa: F401  (modules register their commands)
-from .table import TABLE, Command, Result
+from .table import TABLE, Command, Result, unknown_subcommand
 
 __all__ = ["TABLE", "Command", "Result", "dispatch", "lookup"]
 
@@ -29,9 +29,16 @@ def lookup(argv: list[bytes]) -> Command:
 
 
 def dispatch(session: Session, cmd: Command, argv: list[bytes]) -> Result:
-    """Check arity and authentication, then run ``cmd``'s handler."""
+    """Check arity (the subcommand's too) and authentication, then run ``cmd``'s handler."""
     if not cmd.min_argc <= len(argv) <= cmd.max_argc:
         raise CommandError(f"wrong number of arguments for '{cmd.name}' command")
+    if cmd.subcommands is not None:
+        bounds = cmd.subcommands.get(argv[1].upper())
+        if bounds is None:
+            raise unknown_subcommand(argv[1], cmd.name)
+        if not bounds[0] <= len(argv) <= bounds[1]:
+            sub = argv[1].decode("ascii").lower()  # a known subcommand: plain ASCII
+            raise CommandError(f"wrong number of arguments for '{cmd.name}|{sub}' command")
     if not session.authenticated and not cmd.noauth:
         raise AuthError("Authentication required.", prefix="NOAUTH")
     return cmd.handler(session, argv)

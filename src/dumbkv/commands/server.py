@@ -11,7 +11,7 @@ from ..errors import SYNTAX, CommandError
 from ..resp import Reply
 from ..session import ServerState, Session
 from ..store import KeyCount, Store
-from .table import TABLE, Result, command, unknown_subcommand
+from .table import TABLE, Result, command
 
 
 @command("dbsize", 1, "readonly", syntax="DBSIZE", summary="number of live keys in this database")
@@ -58,14 +58,13 @@ def _config_values(state: ServerState) -> dict[str, str]:
 
 
 @command("config", -2, syntax="CONFIG GET parameter [parameter ...] | HELP",
-         summary="read settings (glob patterns allowed); CONFIG SET is not supported")
+         summary="read settings (glob patterns allowed); CONFIG SET is not supported",
+         subcommands={"GET": -3, "HELP": 2, "SET": -4, "RESETSTAT": 2, "REWRITE": 2})
 def config(s: Session, argv: list[bytes]) -> Result:
     sub = argv[1].upper()
-    if sub == b"HELP" and len(argv) == 2:
+    if sub == b"HELP":
         return _CONFIG_HELP
     if sub == b"GET":
-        if len(argv) < 3:
-            raise CommandError("wrong number of arguments for 'config|get' command")
         values = _config_values(s.state)
         found: dict[str, Reply] = {}
         for raw in argv[2:]:
@@ -74,12 +73,10 @@ def config(s: Session, argv: list[bytes]) -> Result:
                 if fnmatch.fnmatchcase(name, pattern):
                     found[name] = value.encode()
         return found
-    if sub in (b"SET", b"RESETSTAT", b"REWRITE"):
-        raise CommandError(
-            f"CONFIG {sub.decode()} is not supported: DumbKV is configured by flags and "
-            "DUMBKV_* environment variables at start"
-        )
-    raise unknown_subcommand(argv[1], "config")
+    raise CommandError(  # SET, RESETSTAT, REWRITE
+        f"CONFIG {sub.decode()} is not supported: DumbKV is configured by flags and "
+        "DUMBKV_* environment variables at start"
+    )
 
 
 _CONFIG_HELP: list[Reply] = [

@@ -33,24 +33,36 @@ class Command:
     min_argc: int = 0
     max_argc: float = 0
     noauth: bool = False
+    #: For a command with subcommands: each one's (fewest, most) words, checked before AUTH
+    #: as Redis does, so a handler only sees a known subcommand with a valid word count.
+    subcommands: dict[bytes, tuple[int, float]] | None = None
 
 
 TABLE: dict[bytes, Command] = {}
 
 
+def _bounds(arity: int) -> tuple[int, float]:
+    return abs(arity), arity if arity > 0 else float("inf")
+
+
 def command(
-    name: str, arity: int, *flags: str, syntax: str, summary: str
+    name: str, arity: int, *flags: str, syntax: str, summary: str,
+    subcommands: dict[str, int] | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Register the decorated handler under ``name``."""
+    """Register the decorated handler under ``name``; ``subcommands`` maps each subcommand to
+    its arity, counted like ``arity`` (``CLIENT SETNAME name`` is 3)."""
 
     def register(handler: Handler) -> Handler:
         key = name.lower().encode()
         if key in TABLE:
             raise RuntimeError(f"command {name} registered twice")
+        min_argc, max_argc = _bounds(arity)
         TABLE[key] = Command(
             name.lower(), handler, arity, frozenset(flags), syntax, summary,
-            min_argc=abs(arity), max_argc=arity if arity > 0 else float("inf"),
-            noauth="noauth" in flags,
+            min_argc=min_argc, max_argc=max_argc, noauth="noauth" in flags,
+            subcommands=None if subcommands is None else {
+                sub.upper().encode(): _bounds(n) for sub, n in subcommands.items()
+            },
         )
         return handler
 
