@@ -117,6 +117,41 @@ def test_quit_drops_the_rest_of_the_pipeline(server: ServerProcess, raw: RawClie
         other.close()
 
 
+@pytest.mark.parametrize("http", [
+    b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 30\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    b"post /x HTTP/1.0\r\n\r\n",
+], ids=["post", "get-then-host", "lower-case-post"])
+def test_http_on_the_resp_port_closes_before_the_body_runs(
+    server: ServerProcess, raw: RawClient, http: bytes, server_factory: type[ServerProcess],
+    tmp_path: Path,
+) -> None:
+    """What a browser sends when a web page posts to the RESP port: the body (here a SET)
+    must never run. The replies to the commands before it still come."""
+    raw.send(enc("SET", "before", "1") + http + enc("SET", "body", "1"))
+    assert raw.read_reply() == "OK"
+    if http.startswith(b"GET"):  # a GET with two arguments, answered like any other
+        assert raw.read_reply() == arity("get")
+    assert raw.is_closed()
+    assert raw.buf == b""
+    other = RawClient(server.address)
+    try:
+        assert call(other, "EXISTS", "before") == 1
+        assert call(other, "EXISTS", "body") == 0
+    finally:
+        other.close()
+    # Before AUTH too, with no NOAUTH reply that a browser could read.
+    (tmp_path / "locked").mkdir()
+    locked_server = server_factory(tmp_path / "locked", "--requirepass", "pw").start()
+    locked = RawClient(locked_server.address)
+    try:
+        locked.send(b"POST / HTTP/1.1\r\n" + enc("AUTH", "pw") + enc("SET", "body", "1"))
+        assert locked.is_closed()
+        assert locked.buf == b""
+    finally:
+        locked.close()
+
+
 # --------------------------------------------------------------------------- SELECT
 def test_select_isolates_databases(server: ServerProcess, raw: RawClient) -> None:
     assert call(raw, "SET", "k", "zero") == "OK"

@@ -21,7 +21,7 @@ from typing import cast
 from .commands import dispatch, lookup
 from .errors import DumbKVError, ServerError
 from .resp import Parser, Reply, encode
-from .session import ServerState, Session
+from .session import Disconnect, ServerState, Session
 from .store import NOT_NOW, DbOp, KeyOp
 
 __all__ = ["Connection", "Server"]
@@ -138,6 +138,9 @@ class Connection(asyncio.Protocol):
             result = dispatch(self.session, cmd, argv)
         except DumbKVError as exc:
             result = exc
+        except Disconnect:
+            self.session.closing = True  # nothing after it is read; no reply of its own
+            return
         except Exception as exc:
             result = _internal_error(name, exc)
         if isinstance(result, (KeyOp, DbOp)):

@@ -14,7 +14,11 @@ from .errors import Status
 from .metrics import Metrics
 from .store import Store
 
-__all__ = ["ServerState", "Session", "Stats"]
+__all__ = ["Disconnect", "ServerState", "Session", "Stats"]
+
+
+class Disconnect(Exception):
+    """Raised by a command to close its connection at once, with no reply."""
 
 
 class Stats:

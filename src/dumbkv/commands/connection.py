@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import time
 
 from ..errors import AuthError, CommandError
 from ..resp import Reply
-from ..session import Session
+from ..session import Disconnect, Session
 from .table import Result, command, int_arg
 
 _WRONGPASS = "invalid username-password pair or user is disabled."
@@ -120,6 +122,25 @@ def _valid_name(name: bytes) -> bytes:
             "Client names cannot contain spaces, newlines or special characters."
         )
     return name
+
+
+log = logging.getLogger("dumbkv.server")
+_last_http_warning = [0.0]
+
+
+@command("post", -1, "noauth", syntax="POST ...",
+         summary="closes the connection with no reply: HTTP sent to the RESP port")
+@command("host:", -1, "noauth", syntax="Host: ...",
+         summary="closes the connection with no reply: HTTP sent to the RESP port")
+def http_request(s: Session, argv: list[bytes]) -> Result:
+    """A browser tricked into POSTing to the RESP port (cross-protocol scripting) would have
+    the request's body run as commands. Like Redis, close before reading any further."""
+    now = time.monotonic()
+    if now - _last_http_warning[0] > 60:  # at most once a minute
+        _last_http_warning[0] = now
+        log.warning("HTTP request (POST or Host:) on the RESP port: connection closed with "
+                    "no reply, nothing after it was run (possible cross-protocol attack)")
+    raise Disconnect
 
 
 _CLIENT_HELP: list[Reply] = [

@@ -22,6 +22,8 @@ KEY_NAMES = 50
 #: Commands of the table the workload leaves out, and why.
 EXCLUDED_COMMANDS: dict[str, str] = {
     "quit": "closes the connection",
+    "post": "closes the connection (HTTP sent to the RESP port)",
+    "host:": "closes the connection (HTTP sent to the RESP port)",
     "auth": "depends on the server's --requirepass",
     "hello": "switches the protocol; its reply carries the connection id",
     "client": "connection ids and names differ per server",
