@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import itertools
 import os
@@ -865,3 +866,45 @@ def test_writer_commits_only_to_the_file_it_was_given(tmp_path: Path, given: str
         proc.stdout.close()
     with StoreSQL(sqlite_url(tmp_path)) as sql:
         assert sql.fetchval("SELECT count(*) FROM kv") == (1 if given == "right" else 0)
+
+
+async def test_a_command_answered_while_it_waits_behind_a_stalled_writer(
+    tmp_path: Path,
+) -> None:
+    """A command queued behind full commit slots is answered by ``abort`` (what shutdown
+    does); when the writer then resumes and frees the slots, the queue's runner finds nothing
+    left and ends cleanly (no task dies with an error)."""
+    server = await _server(tmp_path, f"sqlite:///{tmp_path / 'q.db'}", store_timeout=2.0)
+    store = server.state.store
+    store.max_inflight = 2
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    pids = [p for p in _children(os.getpid()) if "dumbkv.store.writer" in _cmdline(p)]
+    writer = Proc(pids[0])
+    try:
+        async with _aclient(server) as r, _aclient(server) as queued_client:
+            writer.signal(signal.SIGSTOP)
+            try:
+                for key in ("a1", "a2"):  # they time out and keep the two slots
+                    with pytest.raises(redis.ResponseError, match=r"^SERVERERR .*within"):
+                        await r.set(key, "1")
+                queued = loop.create_task(queued_client.set("a3", "1"))
+
+                async def queued_up() -> None:  # the server has read it: it waits for room
+                    while not store._queue:
+                        await asyncio.sleep(0)
+
+                await asyncio.wait_for(queued_up(), SOCKET_TIMEOUT)
+                store.abort("answered by abort")
+            finally:
+                os.kill(writer.pid, signal.SIGCONT)
+            with pytest.raises(redis.ResponseError, match=r"^SERVERERR answered by abort"):
+                await queued
+            await asyncio.wait_for(store.drain(), SOCKET_TIMEOUT)  # a1, a2 committed
+            assert await r.mget("a1", "a2", "a3") == [b"1", b"1", None]
+        gc.collect()
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
+        await stop_server(server)
