@@ -483,6 +483,59 @@ def test_hung_postgres_gives_server_errors_then_recovers(
     assert srv.stop() == 0, srv.log
 
 
+def test_postgres_hung_in_the_middle_of_a_write_gives_server_errors_then_recovers(
+    pg_cluster: Cluster, server_factory: Factory, tmp_path: Path
+) -> None:
+    """PostgreSQL hangs while a write batch is inside its transaction (waiting for a row lock,
+    then every server process SIGSTOPped): the batch and the commands after it still answer
+    -SERVERERR within the timeout, as no rollback waits for the hung server; once it runs
+    again, the write that failed is not there and service resumes."""
+    store_timeout = 1.0
+    bound = 2 * store_timeout + 2.0
+    with PgConn(pg_cluster.dsn()) as admin:
+        admin.execute("CREATE DATABASE midhang")
+    url = pg_cluster.dsn("midhang")
+    srv = server_factory(tmp_path, "--store-timeout", f"{store_timeout:g}",
+                         "--sweep-interval", "3600", store=url).start()
+    client = RawClient(srv.address, timeout=bound + 3)
+    try:
+        assert call(client, "SET", "k", "before") == "OK"
+        with PgConn(url) as locker:
+            locker.execute("BEGIN")
+            locker.execute("SELECT 1 FROM kv FOR UPDATE")  # the row of k, locked
+            started = time.monotonic()
+            client.send(enc("SET", "k", "during"))
+            deadline = time.monotonic() + 10
+            with PgConn(pg_cluster.dsn()) as watcher:  # until the batch waits for the lock
+                while not watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE "
+                                           "datname = 'midhang' AND wait_event_type = 'Lock'"):
+                    assert time.monotonic() < deadline, "the batch never waited for the lock"
+            pg_cluster.freeze()
+            try:
+                try:
+                    reply = client.read_reply()
+                except TimeoutError:
+                    pytest.fail("no reply to a write stuck in a hung transaction")
+                assert _is_server_error(reply), reply
+                assert time.monotonic() - started < bound
+                for args in (("GET", "k"), ("SET", "other", "x")):
+                    reply, elapsed = _timed(client, *args)
+                    assert _is_server_error(reply), (args, reply)
+                    assert elapsed < bound, f"{args} took {elapsed:.1f}s to fail"
+            finally:
+                pg_cluster.thaw()
+            locker.execute("ROLLBACK")
+        thawed_at = time.monotonic()
+        while (reply := call(client, "GET", "k")) != b"before":
+            assert _is_server_error(reply), reply
+            assert time.monotonic() - thawed_at < 30, "no recovery within 30 s"
+        assert call(client, "SET", "k", "after") == "OK"
+        assert call(client, "GET", "k") == b"after"
+    finally:
+        client.close()
+    assert srv.stop() == 0, srv.log
+
+
 def test_server_errors_while_the_table_is_locked_then_recovers(
     server_factory: Factory, tmp_path: Path, store_url: str
 ) -> None:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -33,6 +34,9 @@ from ..errors import StoreError
 from .base import Changes, Key, KeyCount, Row, Store, now_ms, split_changes
 
 __all__ = ["PostgresStore", "split_url"]
+
+log = logging.getLogger("dumbkv.store")
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 _RETRIES = 20  # attempts of a batch that keeps losing serialization conflicts
@@ -76,6 +80,8 @@ class PostgresStore(Store):
         if self.pool_size < 1:
             raise ValueError("postgres pool_size must be at least 1")
         self._pool: asyncpg.Pool | None = None
+        #: Connections being handed back to the pool (see ``_connection``).
+        self._releasing: set[asyncio.Task[None]] = set()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -92,24 +98,50 @@ class PostgresStore(Store):
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
-        """A pooled connection. If the store's timeout cancels us mid-query, the connection
-        is terminated rather than handed back: a clean release would wait, with no limit, for
-        a hung server to confirm the cancel."""
+        """A pooled connection, handed back without the caller waiting for it: work that is
+        done (a batch that committed) is answered at once, never late or with an error
+        because the connection's reset was slow or failed.
+
+        If the caller leaves with an error the server did not answer (the store's timeout
+        cancelling a query, a lost connection, a bug), the connection is closed instead: its
+        state is unknown, and a rollback or a clean release could wait, with no limit, for a
+        hung server. The server rolls back a transaction whose connection closed."""
         conn = await self.pool.acquire()
+        answered = False
         try:
             yield conn
-        except asyncio.CancelledError:
-            conn.terminate()
+            answered = True
+        except asyncpg.PostgresError:
+            answered = True  # the server answered it: the connection is in a known state
             raise
         finally:
-            await self.pool.release(conn)
+            if not answered:
+                conn.terminate()
+            task = asyncio.get_running_loop().create_task(self._release(conn))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _release(self, conn: Any) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        try:
+            await pool.release(conn, timeout=self.timeout)
+        except Exception as exc:  # its reset failed or timed out: asyncpg closed it
+            log.warning("postgres connection closed instead of reused: %s", type(exc).__name__)
 
     async def _close(self) -> None:
+        if self._releasing:
+            await asyncio.wait(self._releasing, timeout=self.timeout)
         if self._pool is not None:
+            pool, self._pool = self._pool, None
             # Close first: a connection still held (a readiness check) is released into the
-            # pool it came from, which close() is waiting for.
-            await self._pool.close()
-            self._pool = None
+            # pool it came from, which close() is waiting for. A hung server would keep a
+            # clean close waiting for ever: then the connections are just closed.
+            try:
+                await asyncio.wait_for(pool.close(), self.timeout)
+            except TimeoutError:
+                pool.terminate()
 
     async def _stage(
         self, keys: list[Key], compute: Callable[[dict[Key, Row], int], Changes], writes: bool
@@ -120,12 +152,14 @@ class PostgresStore(Store):
             if not writes:
                 compute(await _load(conn, keys, lock=False), now_ms())
                 return
+
+            async def batch() -> None:
+                rows = await _load(conn, keys, lock=True)
+                await _write(conn, compute(rows, now_ms()))
+
             for attempt in range(_RETRIES):
                 try:
-                    async with conn.transaction(isolation="serializable"):
-                        rows = await _load(conn, keys, lock=True)
-                        changes = compute(rows, now_ms())
-                        await _write(conn, changes)
+                    await _transaction(conn, batch, "serializable")
                     return
                 except _CONFLICTS:
                     if attempt == _RETRIES - 1:
@@ -169,32 +203,49 @@ class PostgresStore(Store):
 
     async def _ping(self) -> None:
         async with self._connection() as conn:
-            await conn.fetchval("SELECT 1")
+            # The schema, not just the server: a database dropped and created again is empty.
+            await conn.fetchval("SELECT version FROM dumbkv_schema LIMIT 1")
 
 
 async def _init_schema(conn: Any) -> None:
     """Create or check the schema; safe when several processes start at once."""
+
+    async def create() -> None:
+        for statement in _SCHEMA:
+            await conn.execute(statement)
+        version = await conn.fetchval("SELECT max(version) FROM dumbkv_schema")
+        if version is None:
+            await conn.execute("INSERT INTO dumbkv_schema (version) VALUES ($1)", SCHEMA_VERSION)
+        elif version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {version} is newer than this DumbKV ({SCHEMA_VERSION})"
+            )
+
     for attempt in range(5):
         try:
-            async with conn.transaction():
-                for statement in _SCHEMA:
-                    await conn.execute(statement)
-                version = await conn.fetchval("SELECT max(version) FROM dumbkv_schema")
-                if version is None:
-                    await conn.execute(
-                        "INSERT INTO dumbkv_schema (version) VALUES ($1)", SCHEMA_VERSION
-                    )
-                elif version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"database schema version {version} is newer than this DumbKV "
-                        f"({SCHEMA_VERSION})"
-                    )
+            await _transaction(conn, create)
             return
         except (asyncpg.UniqueViolationError, *_CONFLICTS):
             # Two processes created the same table at the same moment: look again.
             if attempt == 4:
                 raise
             await asyncio.sleep(0.05 * (attempt + 1))
+
+
+async def _transaction(conn: Any, body: Callable[[], Awaitable[T]],
+                       isolation: str | None = None) -> T:
+    """``body()`` in one transaction, committed before this returns. It is rolled back here
+    only after an error the server answered (it is alive); any other way out (a cancel, a
+    lost connection) leaves it to ``_connection``, which closes the connection."""
+    tx = conn.transaction(isolation=isolation)
+    await tx.start()
+    try:
+        result = await body()
+    except asyncpg.PostgresError:
+        await tx.rollback()
+        raise
+    await tx.commit()
+    return result
 
 
 async def _load(conn: Any, keys: list[Key], *, lock: bool) -> dict[Key, Row]:
@@ -211,6 +262,10 @@ async def _load(conn: Any, keys: list[Key], *, lock: bool) -> dict[Key, Row]:
 
 async def _write(conn: Any, changes: Changes) -> None:
     upserts, deletes = split_changes(changes)
+    # In key order, as _load locks them: two processes writing the same new keys then wait
+    # for each other instead of deadlocking (which PostgreSQL only breaks after a second).
+    upserts.sort()
+    deletes.sort()
     if deletes:
         await conn.executemany(_DELETE, deletes)
     if upserts:
