@@ -335,6 +335,24 @@ async def test_auth(server_factory: type[ServerProcess], tmp_path: Path) -> None
         assert await client.auth("s3cret") is True
 
 
+async def test_auth_with_a_user_name_is_sent_again_in_the_same_form(
+    server: ServerProcess,
+) -> None:
+    async with dumbkv.AsyncClient(*server.address) as client:
+        assert await client.auth("anything", username="default") is True
+        assert (client.username, client.password) == ("default", "anything")
+        await client.close()
+        assert await client.ping() is True  # AUTH default anything: accepted with no password
+
+
+async def test_client_errors_for_what_it_cannot_reach() -> None:
+    async with dumbkv.AsyncClient("a..b", 1) as client:
+        with pytest.raises(dumbkv.ConnectionError, match="invalid address"):
+            await client.ping()
+        with pytest.raises(ValueError, match="needs at least"):
+            await client.execute_raw()
+
+
 async def test_from_url(server: ServerProcess) -> None:
     url = f"dumbkv://{server.host}:{server.port}/5"
     async with dumbkv.AsyncClient.from_url(url, decode_responses=True, timeout=7) as client:

@@ -23,6 +23,7 @@ from client_fakes import (
 from conftest import ServerProcess, StoreSQL
 
 import dumbkv
+from dumbkv.client import core
 from dumbkv.resp import ErrorReply, Parser
 
 pytestmark = pytest.mark.backends("sqlite")
@@ -328,6 +329,42 @@ def test_auth(server_factory: type[ServerProcess], tmp_path: Path) -> None:
     with dumbkv.Client.from_url(url) as client:
         assert client.ping() is True
         assert client.auth("s3cret") is True
+
+
+def test_auth_with_a_user_name_is_sent_again_in_the_same_form(
+    server_factory: type[ServerProcess], tmp_path: Path
+) -> None:
+    """``AUTH default pw`` is what reconnects send too (``AUTH pw`` alone would be refused by a
+    server without a password, which accepts any password for ``default``)."""
+    for flags, password in (((), "anything"), (("--requirepass", "s3cret"), "s3cret")):
+        data_dir = tmp_path / (flags[1] if flags else "open")
+        data_dir.mkdir()
+        server = server_factory(data_dir, *flags).start()
+        with dumbkv.Client(*server.address) as client:
+            assert client.auth(password, username="default") is True
+            assert (client.username, client.password) == ("default", password)
+            client.close()
+            assert client.ping() is True  # reconnected with AUTH default <password>
+        server.stop()
+
+
+def test_client_errors_for_what_it_cannot_send_or_reach() -> None:
+    with dumbkv.Client("a..b", 1) as client, pytest.raises(dumbkv.ConnectionError,
+                                                          match="invalid address"):
+        client.ping()
+    with dumbkv.Client(port=1) as client, pytest.raises(ValueError, match="needs at least"):
+        client.execute_raw()
+    # A kernel timeout (ETIMEDOUT) with no timeout of ours set: a ConnectionError, with words.
+    refused = core.link_failed("h", 1, OSError(110, "Connection timed out"), None)
+    assert isinstance(refused, dumbkv.ConnectionError) and refused.reason
+    assert isinstance(core.connect_failed("h", 1, OSError(110, "x"), None),
+                      dumbkv.ConnectionError)
+
+
+def test_an_unparseable_url_does_not_repeat_its_password() -> None:
+    with pytest.raises(ValueError) as caught:
+        dumbkv.Client.from_url("dumbkv://:s3cr\uff03t@127.0.0.1:7379/0")
+    assert "s3cr" not in str(caught.value)
 
 
 def test_from_url(server: ServerProcess) -> None:

@@ -320,6 +320,17 @@ def test_connection_failure_exit_code_and_message(server: ServerProcess, tmp_pat
         assert result.stdout == b""
 
 
+def test_bad_port_or_host_is_a_clear_message(server: ServerProcess, tmp_path: Path) -> None:
+    result = dumbkv_cli(server, tmp_path, "PING", port=102525)
+    assert result.returncode == 2
+    assert b"102525 is not a port (0-65535)" in result.stderr
+    cmd = [sys.executable, "-m", "dumbkv", "cli", "-h", "a..b", "-p", str(server.port), "PING"]
+    result = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT, env=shell_env(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr == f"Could not connect to DumbKV at a..b:{server.port}: invalid " \
+                            "address\n".encode()
+
+
 def test_db_password_and_url(server_factory: type[ServerProcess], tmp_path: Path) -> None:
     server = server_factory(tmp_path, "--requirepass", "pw secret").start()
     refused = dumbkv_cli(server, tmp_path, "PING")

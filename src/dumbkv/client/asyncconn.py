@@ -37,7 +37,7 @@ class AsyncConnection:
         try:
             async with asyncio.timeout(timeout):
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        except OSError as exc:
+        except (OSError, UnicodeError, OverflowError) as exc:
             raise connect_failed(self.host, self.port, exc, timeout) from None
         sock = self.writer.get_extra_info("socket")
         if sock is not None:

@@ -36,6 +36,7 @@ class LinkState:
 
     db: int = 0
     password: str | None = None
+    username: str | None = None
     parser: ReplyParser = field(default_factory=ReplyParser)
     pending: list[ClientReply] = field(default_factory=list)
 
@@ -46,6 +47,10 @@ class Request:
 
     args: tuple[Arg, ...]
     converter: Converter
+
+    def __post_init__(self) -> None:
+        if not self.args:  # an empty array gets no reply at all: it would wait for ever
+            raise ValueError("a command needs at least its name")
 
     def encode(self) -> bytes:
         return encode_command(self.args)  # type: ignore[arg-type]  # floats become str()
@@ -76,10 +81,14 @@ def os_reason(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
 
 
-def connect_failed(host: str, port: int, exc: OSError, timeout: float | None) -> ConnectionError:
+def connect_failed(host: str, port: int, exc: Exception,
+                   timeout: float | None) -> ConnectionError:
     """The error for a connection that could not be made (``TimeoutError`` when it timed
     out), the same for the sync and the asyncio client."""
-    if isinstance(exc, builtins.TimeoutError):
+    if not isinstance(exc, OSError):  # a host name IDNA cannot encode, a port out of range
+        return ConnectionError(f"could not connect to {host}:{port}: invalid address",
+                               reason="invalid address")
+    if isinstance(exc, builtins.TimeoutError) and timeout is not None:
         return TimeoutError(f"could not connect to {host}:{port} within {timeout:g}s",
                             reason="timed out")
     reason = os_reason(exc)
@@ -88,7 +97,7 @@ def connect_failed(host: str, port: int, exc: OSError, timeout: float | None) ->
 
 def link_failed(host: str, port: int, exc: OSError, timeout: float | None) -> ConnectionError:
     """The error for a connection that broke or timed out while a command was in flight."""
-    if isinstance(exc, builtins.TimeoutError):
+    if isinstance(exc, builtins.TimeoutError) and timeout is not None:
         return TimeoutError(f"no reply within {timeout:g}s", reason="timed out")
     reason = os_reason(exc)
     return ConnectionError(f"connection to {host}:{port} broke: {reason}", reason=reason)
@@ -139,6 +148,8 @@ class ClientBase:
         self.db = db
         #: The password every (re)connection authenticates with (``None``: no ``AUTH``).
         self.password = password
+        #: The user name it was given with (``AUTH username password``), if any.
+        self.username: str | None = None
         #: Seconds to connect (and authenticate / select); ``None`` waits forever.
         self.connect_timeout = connect_timeout
         #: Seconds for one command's (or pipeline's) reply; ``None`` waits forever.
@@ -165,8 +176,12 @@ class ClientBase:
         """Commands that bring a connection to the client's password and database, sent and
         answered before any command of the caller."""
         requests = []
-        if self.password is not None and link.password != self.password:
-            requests.append(Request(("AUTH", self.password), ok))
+        if self.password is not None and (link.username, link.password) != (
+            self.username, self.password
+        ):  # the same form as the AUTH that set it
+            args = ("AUTH", self.password) if self.username is None else (
+                "AUTH", self.username, self.password)
+            requests.append(Request(args, ok))
         if link.db != self.db:
             requests.append(Request(("SELECT", self.db), ok))
         return requests
@@ -187,6 +202,7 @@ class ClientBase:
             link.db = self.db = int(_text(args[1]))
         elif name == "AUTH" and len(args) in (2, 3):
             link.password = self.password = _text(args[-1])
+            link.username = self.username = _text(args[1]) if len(args) == 3 else None
 
     def observe_all(self, link: LinkState, requests: Sequence[Request],
                     replies: Sequence[ClientReply]) -> None:

@@ -41,7 +41,7 @@ class Connection:
         """Connect; ``ConnectionError`` / ``TimeoutError`` on failure."""
         try:
             self.sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        except OSError as exc:
+        except (OSError, UnicodeError, OverflowError) as exc:
             raise connect_failed(self.host, self.port, exc, timeout) from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.link = LinkState()

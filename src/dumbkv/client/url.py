@@ -26,7 +26,11 @@ def parse_url(url: str) -> Address:
 
     The user name, if given, must be ``default`` (the only user). Raises ``ValueError`` for any
     other form, without repeating the password."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 (checks the host part too)
+    except ValueError:  # its message would quote the password
+        raise ValueError("not a valid DumbKV URL (dumbkv://[:password@]host[:port][/db])") from None
     if parts.scheme != "dumbkv":
         raise ValueError("a DumbKV URL starts with dumbkv://")
     if parts.query or parts.fragment:

@@ -12,12 +12,19 @@ AUTH_ENV = "DUMBKV_CLI_AUTH"
 HISTORY_ENV = "DUMBKV_CLI_HISTFILE"
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """redis-cli's flags (the parser must be made with ``add_help=False``: ``-h`` is the host)."""
     parser.add_argument("--help", action="help", help="show this help and exit")
     parser.add_argument("-h", dest="host", default="127.0.0.1", metavar="HOST",
                         help="server host (default 127.0.0.1)")
-    parser.add_argument("-p", dest="port", type=int, default=7379, metavar="PORT",
+    parser.add_argument("-p", dest="port", type=_port, default=7379, metavar="PORT",
                         help="server port (default 7379)")
     parser.add_argument("-a", "--pass", dest="password", default=None, metavar="PASSWORD",
                         help=f"password (safer: the {AUTH_ENV} environment variable)")

@@ -50,16 +50,19 @@ class Session:
             self.connected = False
             return False
         except DumbKVError as exc:  # the connection's AUTH or SELECT was refused
-            error = f"{exc.prefix} {exc.message}"
-            if isinstance(exc, AuthError):
-                self._message(f"AUTH failed: {error}")
-            else:
-                self._message(f"SELECT {self.client.db} failed: {error}")
-            self.client.close()
-            self.connected = False
+            self._refused(exc)
             return False
         self.connected = True
         return True
+
+    def _refused(self, exc: DumbKVError) -> None:
+        error = f"{exc.prefix} {exc.message}"
+        if isinstance(exc, AuthError):
+            self._message(f"AUTH failed: {error}")
+        else:
+            self._message(f"SELECT {self.client.db} failed: {error}")
+        self.client.close()
+        self.connected = False
 
     def run(self, argv: list[bytes], *, errors_to_stderr: bool = False) -> Outcome:
         """Send one command and print its reply. ``errors_to_stderr`` (``-e``): an error
@@ -72,6 +75,9 @@ class Session:
             self._message(f"Error: {exc.reason}")
             self.client.close()
             self.connected = False
+            return "failed"
+        except DumbKVError as exc:  # it reconnected first, and its AUTH or SELECT was refused
+            self._refused(exc)
             return "failed"
         is_error = isinstance(reply, ErrorReply)
         if is_error and errors_to_stderr:
