@@ -855,6 +855,35 @@ def test_encode_decodes_back(reply: object, resp3: bool) -> None:
     assert decoded == _expected_decoded(reply, resp3)
 
 
+@settings(max_examples=200, deadline=None)
+@given(replies=st.lists(_reply, min_size=1, max_size=4), resp3=st.booleans(), data=st.data())
+def test_reply_parser_gives_the_same_replies_however_the_bytes_are_split(
+    replies: list[object], resp3: bool, data: st.DataObject
+) -> None:
+    wire = b"".join(encode(r, resp3) for r in replies)  # type: ignore[arg-type]
+    expected = [decode_reply(encode(r, resp3), resp3)[0] for r in replies]  # type: ignore[arg-type]
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=10), label="cuts")
+    parser = resp.ReplyParser()
+    got: list[object] = []
+    for chunk in split_at(wire, cuts):
+        got += parser.feed(chunk)
+    assert got == expected
+
+
+def test_reply_parser_waits_for_a_large_value_without_parsing_it_again() -> None:
+    """After the first read of a large value the parser knows how many bytes the reply needs,
+    so the reads in between are only stored (they used to re-parse everything so far)."""
+    value = bytes(range(256)) * 4096 + b"\r\n"
+    wire = b"*2\r\n$2\r\nok\r\n" + encode(value) + b":7\r\n"
+    parser = resp.ReplyParser()
+    got = parser.feed(wire[:1000])
+    assert got == []
+    assert parser._need >= len(value)  # the whole array, known from the bulk's header
+    for start in range(1000, len(wire), 1000):
+        got += parser.feed(wire[start : start + 1000])
+    assert got == [[b"ok", value], 7]
+
+
 # --------------------------------------------------------------------------- the plain-array path
 
 

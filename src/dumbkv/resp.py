@@ -404,7 +404,10 @@ ClientReply = Union[  # noqa: UP007
 
 
 class _Incomplete(Exception):
-    pass
+    """The buffer ends before the reply: ``need`` is the length it must reach first."""
+
+    def __init__(self, need: int) -> None:
+        self.need = need
 
 
 class ReplyParser:
@@ -413,30 +416,41 @@ class ReplyParser:
     ``feed(data)`` returns every complete reply: ``+`` str, ``-`` ErrorReply, ``:`` int,
     ``$`` bytes or None, ``*`` list or None, and from RESP3 ``_`` None, ``%`` dict, ``~``/``>``
     list, ``#`` bool, ``,`` float, ``(`` int, ``=`` bytes (the verbatim text without its format).
+    An incomplete reply is kept with the length it needs before it is parsed again, so a large
+    value arriving in many reads is parsed once.
     """
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_need")
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
+        self._need = 0
 
     def feed(self, data: bytes) -> list[ClientReply]:
-        buf = self._buf + data if self._buf else data
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                return []
+            buf = bytes(self._buf)
+        else:
+            buf = data
         replies: list[ClientReply] = []
         pos = 0
+        self._need = 0
         while pos < len(buf):
             try:
                 reply, pos = self._parse(buf, pos)
-            except _Incomplete:
+            except _Incomplete as incomplete:
+                self._need = incomplete.need - pos
                 break
             replies.append(reply)
-        self._buf = buf[pos:]
+        self._buf = bytearray(buf[pos:])
         return replies
 
     def _line(self, buf: bytes, pos: int) -> tuple[bytes, int]:
         eol = buf.find(_CRLF, pos)
         if eol < 0:
-            raise _Incomplete
+            raise _Incomplete(len(buf) + 1)
         return buf[pos + 1 : eol], eol + 2
 
     def _parse(self, buf: bytes, pos: int) -> tuple[ClientReply, int]:
@@ -453,7 +467,7 @@ class ReplyParser:
             if size < 0:
                 return None, pos
             if len(buf) < pos + size + 2:
-                raise _Incomplete
+                raise _Incomplete(pos + size + 2)
             data = buf[pos : pos + size]
             return (data[4:] if kind == b"=" else data), pos + size + 2
         if kind in (b"*", b"~", b">"):
