@@ -209,6 +209,21 @@ async def test_pipeline_results_and_error_in_place(client: dumbkv.AsyncClient) -
         assert len(pipe) == 0  # a fresh pipeline; the unsent one was dropped
 
 
+async def test_large_pipeline_with_large_replies_is_read_while_it_is_written(
+    client: dumbkv.AsyncClient,
+) -> None:
+    big = b"v" * (1 << 20)
+    assert await client.set("big", big) is True
+    async with client.pipeline() as pipe:
+        for _ in range(30):
+            pipe.get("big")
+        for i in range(20):
+            pipe.set(f"k{i}", big)
+        results = await pipe.execute()
+    assert results == [big] * 30 + [True] * 20
+    assert await client.strlen("k19") == len(big)
+
+
 async def test_pipeline_is_one_write() -> None:
     with fake_peer(answer_after_three) as peer:
         async with dumbkv.AsyncClient(*peer.address, timeout=5) as client, \

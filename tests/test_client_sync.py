@@ -216,6 +216,23 @@ def test_pipeline_is_one_write() -> None:
         assert len(Parser().feed(peer.chunks[0])) == 3  # all three arrived in one read
 
 
+def test_large_pipeline_with_large_replies_is_read_while_it_is_written(
+    client: dumbkv.Client,
+) -> None:
+    """30 GETs of 1 MiB, then 20 SETs of 1 MiB: the server stops reading a client that does
+    not read its replies, so a client that wrote everything first would wait for ever."""
+    big = b"v" * (1 << 20)
+    assert client.set("big", big) is True
+    with client.pipeline() as pipe:
+        for _ in range(30):
+            pipe.get("big")
+        for i in range(20):
+            pipe.set(f"k{i}", big)
+        results = pipe.execute()
+    assert results == [big] * 30 + [True] * 20
+    assert client.strlen("k19") == len(big)
+
+
 def test_command_timeout() -> None:
     with silent_listener() as address, dumbkv.Client(*address, timeout=0.3) as client:
         client.connect()

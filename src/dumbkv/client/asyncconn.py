@@ -10,7 +10,15 @@ from collections.abc import Sequence
 
 from ..errors import DumbKVError
 from ..resp import ClientReply
-from .core import LinkState, Request, connect_failed, link_failed, parse_replies, take_replies
+from .core import (
+    SEND_AT_ONCE,
+    LinkState,
+    Request,
+    connect_failed,
+    link_failed,
+    parse_replies,
+    take_replies,
+)
 from .idle import peer_spoke
 
 __all__ = ["AsyncConnection"]
@@ -61,16 +69,29 @@ class AsyncConnection:
         link = self.link
         try:
             async with asyncio.timeout(timeout):
-                self.writer.write(b"".join(request.encode() for request in requests))
-                await self.writer.drain()
-                while len(link.pending) < len(requests):
-                    data = await self.reader.read(65536)
-                    parse_replies(link, data)
+                payload = b"".join(request.encode() for request in requests)
+                self.writer.write(payload)
+                if len(payload) <= SEND_AT_ONCE:
+                    await self.writer.drain()
+                    await self._read_replies(len(requests))
+                else:  # flushed while its replies are read (see SEND_AT_ONCE)
+                    drained = asyncio.ensure_future(self.writer.drain())
+                    try:
+                        await self._read_replies(len(requests))
+                        await drained
+                    finally:
+                        drained.cancel()
+                        drained.add_done_callback(_retrieve)
         except DumbKVError:
             raise
         except OSError as exc:
             raise link_failed(self.host, self.port, exc, timeout) from None
         return take_replies(link, len(requests))
+
+    async def _read_replies(self, count: int) -> None:
+        assert self.reader is not None
+        while len(self.link.pending) < count:
+            parse_replies(self.link, await self.reader.read(65536))
 
     def close(self) -> None:
         """Close the socket (idempotent); the transport finishes closing in the loop."""
@@ -86,3 +107,9 @@ class AsyncConnection:
             with contextlib.suppress(OSError, builtins.TimeoutError):
                 async with asyncio.timeout(5):
                     await writer.wait_closed()
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Consume a finished drain's outcome (its error, if any, is the read's error too)."""
+    if not task.cancelled():
+        task.exception()

@@ -22,11 +22,15 @@ from .convert import Converter, ok
 from .errormap import error_from_reply
 from .url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "ClientBase", "LinkState", "Request", "connect_failed",
-           "finish", "finish_in_place", "first_error", "link_failed", "os_reason",
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "SEND_AT_ONCE", "ClientBase", "LinkState", "Request",
+           "connect_failed", "finish", "finish_in_place", "first_error", "link_failed", "os_reason",
            "parse_replies", "take_replies"]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Requests up to this size are written in one go before their replies are read. A larger
+#: pipeline is written while its replies are read: the server stops reading a client that
+#: does not read its replies, so writing it all first could wait for ever.
+SEND_AT_ONCE = 1 << 16
 Arg = bytes | str | int | float
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import selectors
 import socket
 import time
 from collections.abc import Sequence
@@ -13,6 +15,7 @@ from ..resp import ClientReply
 from .commands import Commands, Value
 from .convert import Converter, raw
 from .core import (
+    SEND_AT_ONCE,
     ClientBase,
     LinkState,
     Request,
@@ -57,9 +60,13 @@ class Connection:
         assert sock is not None
         deadline = None if timeout is None else time.monotonic() + timeout
         link = self.link
+        payload = b"".join(request.encode() for request in requests)
         try:
             sock.settimeout(timeout)
-            sock.sendall(b"".join(request.encode() for request in requests))
+            if len(payload) <= SEND_AT_ONCE:
+                sock.sendall(payload)
+            else:
+                self._send_while_reading(sock, payload, deadline)
             while len(link.pending) < len(requests):
                 if deadline is not None:
                     sock.settimeout(max(deadline - time.monotonic(), 1e-6))
@@ -70,6 +77,23 @@ class Connection:
         except OSError as exc:
             raise link_failed(self.host, self.port, exc, timeout) from None
         return take_replies(link, len(requests))
+
+    def _send_while_reading(self, sock: socket.socket, payload: bytes,
+                            deadline: float | None) -> None:
+        view = memoryview(payload)
+        sent = 0
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while sent < len(view):
+                left = None if deadline is None else deadline - time.monotonic()
+                events = selector.select(left) if left is None or left > 0 else []
+                if not events:
+                    raise builtins.TimeoutError
+                mask = events[0][1]
+                if mask & selectors.EVENT_READ:
+                    parse_replies(self.link, sock.recv(65536))
+                if mask & selectors.EVENT_WRITE:
+                    sent += sock.send(view[sent : sent + SEND_AT_ONCE])
 
     def close(self) -> None:
         """Close the socket (idempotent)."""
