@@ -360,6 +360,11 @@ async def test_auth_with_a_user_name_is_sent_again_in_the_same_form(
         assert await client.ping() is True  # AUTH default anything: accepted with no password
 
 
+async def test_the_command_after_quit_reconnects(client: dumbkv.AsyncClient) -> None:
+    assert await client.execute_raw("QUIT") == "OK"
+    assert await client.ping() is True
+
+
 async def test_client_errors_for_what_it_cannot_reach() -> None:
     async with dumbkv.AsyncClient("a..b", 1) as client:
         with pytest.raises(dumbkv.ConnectionError, match="invalid address"):

@@ -365,6 +365,11 @@ def test_auth_with_a_user_name_is_sent_again_in_the_same_form(
         server.stop()
 
 
+def test_the_command_after_quit_reconnects(client: dumbkv.Client) -> None:
+    assert client.execute_raw("QUIT") == "OK"
+    assert client.ping() is True
+
+
 def test_client_errors_for_what_it_cannot_send_or_reach() -> None:
     with dumbkv.Client("a..b", 1) as client, pytest.raises(dumbkv.ConnectionError,
                                                           match="invalid address"):

@@ -56,7 +56,7 @@ class AsyncConnection:
         """Whether an idle connection is unusable: the server closed or reset it, or sent
         bytes nobody asked for. Checked before sending, so nothing is lost by reconnecting."""
         reader, writer = self.reader, self.writer
-        if reader is None or writer is None:
+        if reader is None or writer is None or self.link.quit:
             return True
         sock = writer.get_extra_info("socket")
         return (writer.is_closing() or reader.at_eof() or reader.exception() is not None

@@ -41,6 +41,8 @@ class LinkState:
     db: int = 0
     password: str | None = None
     username: str | None = None
+    #: It answered QUIT: the server closes it, so the next command needs a new one.
+    quit: bool = False
     parser: ReplyParser = field(default_factory=ReplyParser)
     pending: list[ClientReply] = field(default_factory=list)
 
@@ -204,6 +206,8 @@ class ClientBase:
         name = _text(args[0]).upper()
         if name == "SELECT" and len(args) == 2:
             link.db = self.db = int(_text(args[1]))
+        elif name == "QUIT":
+            link.quit = True
         elif name == "AUTH" and len(args) in (2, 3):
             link.password = self.password = _text(args[-1])
             link.username = self.username = _text(args[1]) if len(args) == 3 else None

@@ -52,7 +52,7 @@ class Connection:
     def is_stale(self) -> bool:
         """Whether an idle connection is unusable: the server closed or reset it, or sent
         bytes nobody asked for. Checked before sending, so nothing is lost by reconnecting."""
-        return self.sock is None or peer_spoke(self.sock)
+        return self.sock is None or self.link.quit or peer_spoke(self.sock)
 
     def roundtrip(self, requests: Sequence[Request], timeout: float | None) -> list[ClientReply]:
         """Send every request in one write, then read one reply each, within ``timeout``."""
