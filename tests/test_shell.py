@@ -331,6 +331,15 @@ def test_bad_port_or_host_is_a_clear_message(server: ServerProcess, tmp_path: Pa
                             "address\n".encode()
 
 
+def test_auth_refused_by_a_server_without_password_is_labelled_auth(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The refusal is an -ERR (no password is configured), not -WRONGPASS: still AUTH's."""
+    result = dumbkv_cli(server, tmp_path, "--no-auth-warning", "-a", "secret", "PING")
+    assert result.stderr.startswith(b"AUTH failed: ERR AUTH <password> called without any "
+                                    b"password configured")
+
+
 def test_db_password_and_url(server_factory: type[ServerProcess], tmp_path: Path) -> None:
     server = server_factory(tmp_path, "--requirepass", "pw secret").start()
     refused = dumbkv_cli(server, tmp_path, "PING")

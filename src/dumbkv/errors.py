@@ -53,6 +53,9 @@ class DumbKVError(Exception):
 
     prefix: ClassVar[str] = "ERR"
     status: ClassVar[Status] = "server_error"
+    #: Client side: the command the client sent by itself (``AUTH`` or ``SELECT`` on a new
+    #: connection) when this error came back as its reply, else None.
+    command: str | None = None
 
     def __init__(self, message: str, *, prefix: str | None = None) -> None:
         super().__init__(message)

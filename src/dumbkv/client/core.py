@@ -196,7 +196,11 @@ class ClientBase:
                       replies: Sequence[ClientReply]) -> None:
         """Raise the first failed prelude reply (e.g. ``AuthError`` for a wrong password)."""
         for request, reply in zip(requests, replies, strict=True):
-            finish(reply, request.converter, False)
+            try:
+                finish(reply, request.converter, False)
+            except DumbKVError as exc:
+                exc.command = _text(request.args[0]).upper()
+                raise
             self.observe(link, request.args, reply)
 
     def observe(self, link: LinkState, args: Sequence[Arg], reply: ClientReply) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from ..errors import DumbKVError
+from ..errors import ConnectionError, DumbKVError
 from ..resp import ClientReply
 from .commands import Commands, Value
 from .convert import Converter, raw
@@ -57,7 +57,8 @@ class Connection:
     def roundtrip(self, requests: Sequence[Request], timeout: float | None) -> list[ClientReply]:
         """Send every request in one write, then read one reply each, within ``timeout``."""
         sock = self.sock  # close() from another thread makes the next call fail: OSError
-        assert sock is not None
+        if sock is None:  # closed by another thread since this one connected
+            raise ConnectionError("the connection was closed", reason="closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         link = self.link
         payload = b"".join(request.encode() for request in requests)

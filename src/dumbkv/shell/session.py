@@ -57,7 +57,7 @@ class Session:
 
     def _refused(self, exc: DumbKVError) -> None:
         error = f"{exc.prefix} {exc.message}"
-        if isinstance(exc, AuthError):
+        if exc.command == "AUTH" or (exc.command is None and isinstance(exc, AuthError)):
             self._message(f"AUTH failed: {error}")
         else:
             self._message(f"SELECT {self.client.db} failed: {error}")
