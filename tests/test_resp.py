@@ -884,6 +884,22 @@ def test_reply_parser_waits_for_a_large_value_without_parsing_it_again() -> None
     assert got == [[b"ok", value], 7]
 
 
+@pytest.mark.parametrize("nested", [False, True])
+def test_reply_parser_keeps_only_the_incomplete_item_of_a_long_array(nested: bool) -> None:
+    """An MGET-like reply of 20,000 items (inside a map, when nested) in 1000-byte reads:
+    the items read so far are kept, and the bytes held back never exceed one read plus one
+    item (they used to be the whole reply so far, parsed again at every read)."""
+    items: list[object] = [b"value:%06d" % i if i % 3 else None for i in range(20_000)]
+    reply: object = {"outer": [1, items, "x"]} if nested else items
+    wire = encode(reply, resp3=True) + b"+OK\r\n"  # type: ignore[arg-type]
+    parser = resp.ReplyParser()
+    got: list[object] = []
+    for start in range(0, len(wire), 1000):
+        got += parser.feed(wire[start : start + 1000])
+        assert len(parser._buf) <= 1000 + 32
+    assert got == [{b"outer": [1, items, "x"]} if nested else items, "OK"]
+
+
 # --------------------------------------------------------------------------- the plain-array path
 
 

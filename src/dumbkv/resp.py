@@ -410,21 +410,41 @@ class _Incomplete(Exception):
         self.need = need
 
 
+class _Aggregate:
+    """An array, set, push or map still being read: its items so far and how many are left."""
+
+    __slots__ = ("items", "left", "map")
+
+    def __init__(self, count: int, is_map: bool) -> None:
+        self.items: list[ClientReply] = []
+        self.left = 2 * count if is_map else count
+        self.map = is_map
+
+    def value(self) -> ClientReply:
+        if not self.map:
+            return self.items
+        items = self.items
+        return {items[i]: items[i + 1] for i in range(0, len(items), 2)}
+
+
 class ReplyParser:
     """Incremental parser of server replies (RESP2 and RESP3), for clients.
 
     ``feed(data)`` returns every complete reply: ``+`` str, ``-`` ErrorReply, ``:`` int,
     ``$`` bytes or None, ``*`` list or None, and from RESP3 ``_`` None, ``%`` dict, ``~``/``>``
     list, ``#`` bool, ``,`` float, ``(`` int, ``=`` bytes (the verbatim text without its format).
-    An incomplete reply is kept with the length it needs before it is parsed again, so a large
-    value arriving in many reads is parsed once.
+
+    Items are read one at a time; the arrays and maps still open are kept (``_open``) with
+    the items read so far, and an incomplete item is kept with the length it needs. So a large
+    value, or an array of many items, arriving in many reads is parsed once.
     """
 
-    __slots__ = ("_buf", "_need")
+    __slots__ = ("_buf", "_need", "_open")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._need = 0
+        self._open: list[_Aggregate] = []
 
     def feed(self, data: bytes) -> list[ClientReply]:
         if self._buf:
@@ -435,27 +455,43 @@ class ReplyParser:
         else:
             buf = data
         replies: list[ClientReply] = []
+        opened = self._open
         pos = 0
         self._need = 0
         while pos < len(buf):
             try:
-                reply, pos = self._parse(buf, pos)
+                item, pos = self._item(buf, pos)
             except _Incomplete as incomplete:
                 self._need = incomplete.need - pos
                 break
-            replies.append(reply)
+            # An aggregate header opens a level; anything else is an item of the innermost
+            # open one, which may close it (and so on outwards), or a whole reply.
+            if isinstance(item, _Aggregate):
+                if item.left:
+                    opened.append(item)
+                    continue
+                item = item.value()
+            while opened:
+                top = opened[-1]
+                top.items.append(item)
+                top.left -= 1
+                if top.left:
+                    break
+                opened.pop()
+                item = top.value()
+            else:
+                replies.append(item)
         self._buf = bytearray(buf[pos:])
         return replies
 
-    def _line(self, buf: bytes, pos: int) -> tuple[bytes, int]:
+    def _item(self, buf: bytes, pos: int) -> tuple[ClientReply | _Aggregate, int]:
+        """One scalar, or the header of an aggregate, at ``pos``."""
+        kind = buf[pos : pos + 1]
         eol = buf.find(_CRLF, pos)
         if eol < 0:
             raise _Incomplete(len(buf) + 1)
-        return buf[pos + 1 : eol], eol + 2
-
-    def _parse(self, buf: bytes, pos: int) -> tuple[ClientReply, int]:
-        kind = buf[pos : pos + 1]
-        line, pos = self._line(buf, pos)
+        line = buf[pos + 1 : eol]
+        pos = eol + 2
         if kind == b"+":
             return line.decode("utf-8", "replace"), pos
         if kind == b"-":
@@ -472,20 +508,9 @@ class ReplyParser:
             return (data[4:] if kind == b"=" else data), pos + size + 2
         if kind in (b"*", b"~", b">"):
             count = int(line)
-            if count < 0:
-                return None, pos
-            items = []
-            for _ in range(count):
-                item, pos = self._parse(buf, pos)
-                items.append(item)
-            return items, pos
+            return (None if count < 0 else _Aggregate(count, False)), pos
         if kind == b"%":
-            result: dict[ClientReply, ClientReply] = {}
-            for _ in range(int(line)):
-                key, pos = self._parse(buf, pos)
-                value, pos = self._parse(buf, pos)
-                result[key] = value
-            return result, pos
+            return _Aggregate(max(int(line), 0), True), pos
         if kind == b"_":
             return None, pos
         if kind == b"#":
