@@ -304,10 +304,7 @@ class Store(ABC):
         """Run a whole-database step once every batch before it has committed (a batch that
         timed out too: its commit may still land, and must land first); if they do not within
         the timeout, answer it with the timeout error."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._inflight_below(1)
-        except TimeoutError:
+        if not await self._inflight_below_in_time(1):
             self._unapplied -= 1
             item[1](self._timed_out())
             return
@@ -343,15 +340,10 @@ class Store(ABC):
         the timeout (a stalled backend: they hold their slots until it answers), answer what
         is queued with the timeout error, which nothing would answer otherwise, and return
         False."""
-        if self._inflight < self.max_inflight:
+        if await self._inflight_below_in_time(self.max_inflight):
             return True
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._inflight_below(self.max_inflight)
-        except TimeoutError:
-            self._answer_queued(self._timed_out())
-            return False
-        return True
+        self._answer_queued(self._timed_out())
+        return False
 
     def _batch_finished(self) -> None:
         self._inflight -= 1
@@ -359,6 +351,17 @@ class Store(ABC):
         if slot_free is not None and not slot_free.done():
             slot_free.set_result(None)
         self._settle_idle()
+
+    async def _inflight_below_in_time(self, limit: int) -> bool:
+        """``_inflight_below(limit)`` within the store's timeout; False if it ran out."""
+        if self._inflight < limit:
+            return True
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._inflight_below(limit)
+        except TimeoutError:
+            return False
+        return True
 
     async def _inflight_below(self, limit: int) -> None:
         """Wait until fewer than ``limit`` staged batches are still waiting for their commit

@@ -16,8 +16,9 @@ only when they are committed. If a commit fails, its batches and every batch sen
 dropped, and the writer is told to start again from the committed rows. If the writer process
 dies, the same happens and a new one is started.
 
-Whole-database steps (FLUSHDB, counts, the expiry sweep, readiness pings) run on aiosqlite's
-worker thread, after every batch before them is committed.
+Whole-database steps (FLUSHDB, counts) run on aiosqlite's worker thread, after every batch
+before them is committed; the expiry sweep and readiness pings run there too, outside the
+queue.
 
 DumbKV is the only writer of its file (Kubernetes runs one replica with the Recreate strategy).
 Commits made by anyone else are noticed (``PRAGMA data_version``) and empty the cache; a
@@ -95,8 +96,8 @@ def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
 
 
 class _Sent:
-    """A batch handed to the writer: its changes, and the future its replies wait for. A batch
-    without changes waits for the write sent last before it (``seq``)."""
+    """A batch handed to the writer: its changes, and the ``Durable`` its replies wait for. A
+    batch without changes waits for the write sent last before it (``seq``)."""
 
     __slots__ = ("changes", "durable", "seq")
 
@@ -441,6 +442,12 @@ class SQLiteStore(Store):
     def _flushed(self, _: object) -> None:
         # When the job is through, not when its caller stops waiting (a timeout).
         self._flushing -= 1
+        self._committed_outside_writer()
+
+    def _committed_outside_writer(self) -> None:
+        """After a commit of ours on the thread's connection (a flush, a sweep that deleted
+        rows): start the cache afresh. Taking the new ``data_version`` as the baseline without
+        emptying it would hide a commit another process made before ours."""
         self._cache.clear()
         self._note_own_commits()
 
@@ -467,11 +474,8 @@ class SQLiteStore(Store):
             return cur.rowcount
 
         removed: int = await self._in_thread(sweep)
-        if removed:
-            # Our commit moved data_version. Taking the new value as the baseline would hide a
-            # commit by another process made before it, so start the cache afresh instead.
-            self._cache.clear()
-            self._note_own_commits()
+        if removed:  # a sweep that deleted nothing committed nothing
+            self._committed_outside_writer()
         return removed
 
     async def _ping(self) -> None:

@@ -156,9 +156,14 @@ class Writer:
         try:
             outside = self.commit(writes)
         except Exception as exc:
-            self.failed = True
-            return [("err", writes[0][1], type(exc).__name__, str(exc))]
+            return self.failure(writes, exc)
         return [("ok", writes[-1][1], outside)]
+
+    def failure(self, writes: list[Any], exc: Exception) -> list[Any]:
+        """``writes`` failed with ``exc``: the reply to send. Writes that come next are dropped
+        until the server's ``reset`` (if there were none, there is nothing to reset)."""
+        self.failed = bool(writes)
+        return [("err", writes[0][1], type(exc).__name__, str(exc))] if writes else []
 
     def commit(self, writes: list[Any]) -> bool:
         """One transaction for ``writes``; whether another connection committed since the

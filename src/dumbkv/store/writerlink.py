@@ -170,11 +170,8 @@ class ThreadLink(WriterLink):
                 replies: list[Any] = await self._run(
                     functools.partial(_apply, self._writer, messages))
             except Exception as exc:  # the connection itself failed: nothing was committed
-                writes = [m for m in messages if m[0] == "w"]
-                # As after a failed commit: drop what comes until the store's reset (and if
-                # this job only carried that reset, it counts: take writes again).
-                self._writer.failed = bool(writes)
-                replies = [("err", writes[0][1], type(exc).__name__, str(exc))] if writes else []
+                # As after a failed commit (a job that carried only the store's reset: none).
+                replies = self._writer.failure([m for m in messages if m[0] == "w"], exc)
             for reply in replies:
                 self.on_reply(reply)
 
