@@ -103,18 +103,22 @@ def test_quit_replies_ok_then_closes(raw: RawClient) -> None:
     assert raw.buf == b""
 
 
+def exists_seen_afresh(server: ServerProcess, *keys: str) -> list[object]:
+    """``EXISTS`` of each key, asked on a new connection (the test's own one was closed)."""
+    other = RawClient(server.address)
+    try:
+        return [call(other, "EXISTS", key) for key in keys]
+    finally:
+        other.close()
+
+
 def test_quit_drops_the_rest_of_the_pipeline(server: ServerProcess, raw: RawClient) -> None:
     raw.send(enc("SET", "before", "1") + enc("QUIT") + enc("SET", "after", "1"))
     assert raw.read_reply() == "OK"
     assert raw.read_reply() == "OK"
     assert raw.is_closed()
     assert raw.buf == b""
-    other = RawClient(server.address)
-    try:
-        assert call(other, "EXISTS", "before") == 1
-        assert call(other, "EXISTS", "after") == 0
-    finally:
-        other.close()
+    assert exists_seen_afresh(server, "before", "after") == [1, 0]
 
 
 @pytest.mark.parametrize("http", [
@@ -134,12 +138,7 @@ def test_http_on_the_resp_port_closes_before_the_body_runs(
         assert raw.read_reply() == arity("get")
     assert raw.is_closed()
     assert raw.buf == b""
-    other = RawClient(server.address)
-    try:
-        assert call(other, "EXISTS", "before") == 1
-        assert call(other, "EXISTS", "body") == 0
-    finally:
-        other.close()
+    assert exists_seen_afresh(server, "before", "body") == [1, 0]
     # Before AUTH too, with no NOAUTH reply that a browser could read.
     (tmp_path / "locked").mkdir()
     locked_server = server_factory(tmp_path / "locked", "--requirepass", "pw").start()

@@ -424,6 +424,16 @@ def test_postgres_outage_gives_server_errors_then_recovers(
     assert again.stop() == 0
 
 
+def _server_on_a_new_database(pg_cluster: Cluster, server_factory: Factory, tmp_path: Path,
+                              name: str, store_timeout: float) -> ServerProcess:
+    """A server on database ``name``, created in the test's own cluster (which the test may
+    freeze), with ``--store-timeout`` and no sweeps to get in the way."""
+    with PgConn(pg_cluster.dsn()) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return server_factory(tmp_path, "--store-timeout", f"{store_timeout:g}",
+                          "--sweep-interval", "3600", store=pg_cluster.dsn(name)).start()
+
+
 def test_hung_postgres_gives_server_errors_then_recovers(
     pg_cluster: Cluster, server_factory: Factory, tmp_path: Path
 ) -> None:
@@ -433,11 +443,7 @@ def test_hung_postgres_gives_server_errors_then_recovers(
     resumes by itself and every acknowledged write is there."""
     store_timeout = 1.0
     bound = 2 * store_timeout + 2.0
-    with PgConn(pg_cluster.dsn()) as admin:
-        admin.execute("CREATE DATABASE hang")
-    url = pg_cluster.dsn("hang")
-    srv = server_factory(tmp_path, "--store-timeout", f"{store_timeout:g}",
-                         "--sweep-interval", "3600", store=url).start()
+    srv = _server_on_a_new_database(pg_cluster, server_factory, tmp_path, "hang", store_timeout)
     assert srv.proc is not None
     writers = Writers(srv, 4, reply_timeout=bound + 5).start()
     try:
@@ -492,11 +498,9 @@ def test_postgres_hung_in_the_middle_of_a_write_gives_server_errors_then_recover
     again, the write that failed is not there and service resumes."""
     store_timeout = 1.0
     bound = 2 * store_timeout + 2.0
-    with PgConn(pg_cluster.dsn()) as admin:
-        admin.execute("CREATE DATABASE midhang")
-    url = pg_cluster.dsn("midhang")
-    srv = server_factory(tmp_path, "--store-timeout", f"{store_timeout:g}",
-                         "--sweep-interval", "3600", store=url).start()
+    srv = _server_on_a_new_database(pg_cluster, server_factory, tmp_path, "midhang",
+                                    store_timeout)
+    url = srv.store
     client = RawClient(srv.address, timeout=bound + 3)
     try:
         assert call(client, "SET", "k", "before") == "OK"
