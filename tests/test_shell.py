@@ -362,6 +362,13 @@ def test_db_password_and_url(server_factory: type[ServerProcess], tmp_path: Path
          "x"], capture_output=True, timeout=TIMEOUT,
         env=shell_env(tmp_path, DUMBKV_CLI_AUTH="pw secret"))
     assert (env_auth.returncode, env_auth.stdout, env_auth.stderr) == (0, b"OK\n", b"")
+    # As redis-cli: a password given with -a or in the URL beats the environment's.
+    for given in (["-a", "pw secret"], ["-u", f"dumbkv://:pw%20secret@127.0.0.1:{server.port}"]):
+        env_wrong = subprocess.run(
+            [sys.executable, "-m", "dumbkv", "cli", "-p", str(server.port), "--no-auth-warning",
+             *given, "-n", "3", "GET", "b"], capture_output=True, timeout=TIMEOUT,
+            env=shell_env(tmp_path, DUMBKV_CLI_AUTH="not it"))
+        assert (env_wrong.returncode, env_wrong.stdout, env_wrong.stderr) == (0, b"x\n", b"")
     bad_db = dumbkv_cli(server, tmp_path, "--no-auth-warning", "-a", "pw secret", "-n", "99",
                         "PING")
     assert (bad_db.returncode, bad_db.stdout) == (1, b"")

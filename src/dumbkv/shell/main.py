@@ -17,7 +17,7 @@ import os
 import sys
 from typing import IO
 
-from ..client import Client
+from ..client import Client, parse_url
 from .options import AUTH_ENV
 from .repl import interactive
 from .session import Session
@@ -29,24 +29,25 @@ _WARNING = ("Warning: Using a password with '-a' or '-u' option on the command l
 
 
 def _client(args: argparse.Namespace, err: IO[str]) -> Client | None:
-    """The client the flags describe, or None (after a message) for a malformed URL."""
-    password = args.password if args.password is not None else os.environ.get(AUTH_ENV)
-    on_command_line = args.password is not None or (args.url is not None and "@" in args.url)
-    if on_command_line and not args.no_auth_warning:
-        err.write(_WARNING + "\n")
-    if args.url is None:
-        db = 0 if args.db is None else args.db
-        return Client(args.host, args.port, db=db, password=password)
-    overrides: dict[str, object] = {}
-    if args.db is not None:
-        overrides["db"] = args.db
-    if password is not None:
-        overrides["password"] = password
+    """The client the flags describe, or None (after a message) for a malformed URL.
+
+    As redis-cli: ``-a`` beats the URL's password, and the environment's password is used only
+    when neither gives one."""
     try:
-        return Client.from_url(args.url, **overrides)
+        address = parse_url(args.url) if args.url is not None else None
     except ValueError as exc:
         err.write(f"Invalid URL: {exc}\n")
         return None
+    given = args.password
+    if given is None and address is not None:
+        given = address.password
+    if given is not None and not args.no_auth_warning:
+        err.write(_WARNING + "\n")
+    password = given if given is not None else os.environ.get(AUTH_ENV)
+    if address is None:
+        return Client(args.host, args.port, db=args.db or 0, password=password)
+    db = address.db if args.db is None else args.db
+    return Client(address.host, address.port, db=db, password=password)
 
 
 def main(args: argparse.Namespace) -> int:
