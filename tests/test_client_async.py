@@ -360,6 +360,19 @@ async def test_auth_with_a_user_name_is_sent_again_in_the_same_form(
         assert await client.ping() is True  # AUTH default anything: accepted with no password
 
 
+async def test_hello_protocol_and_credentials_are_kept_across_reconnects(
+    server_factory: type[ServerProcess], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--requirepass", "s3cret").start()
+    async with dumbkv.AsyncClient(*server.address) as client:
+        hello = await client.execute_raw("HELLO", 3, "AUTH", "default", "s3cret")
+        assert isinstance(hello, dict) and hello[b"proto"] == 3
+        first = await client.client_id()
+        await client.close()
+        again = await client.execute_raw("HELLO")
+        assert isinstance(again, dict) and again[b"proto"] == 3 and again[b"id"] != first
+
+
 async def test_the_command_after_quit_reconnects(client: dumbkv.AsyncClient) -> None:
     assert await client.execute_raw("QUIT") == "OK"
     assert await client.ping() is True

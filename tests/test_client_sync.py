@@ -365,6 +365,29 @@ def test_auth_with_a_user_name_is_sent_again_in_the_same_form(
         server.stop()
 
 
+def test_hello_protocol_and_credentials_are_kept_across_reconnects(
+    server_factory: type[ServerProcess], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--requirepass", "s3cret").start()
+    with dumbkv.Client(*server.address) as client:
+        hello = client.execute_raw("HELLO", 3, "SETNAME", "auth", "AUTH", "default", "s3cret")
+        assert isinstance(hello, dict) and hello[b"proto"] == 3
+        assert (client.protocol, client.username, client.password) == (3, "default", "s3cret")
+        first = client.client_id()
+        client.close()
+        again = client.execute_raw("HELLO")  # the new connection authenticated and spoke RESP3
+        assert isinstance(again, dict) and again[b"proto"] == 3 and again[b"id"] != first
+        assert client.execute_raw("HELLO", 2) == [*_flat(again, proto=2)]
+        client.close()
+        assert isinstance(client.execute_raw("HELLO"), list)  # back to RESP2 on reconnect too
+
+
+def _flat(hello: dict[object, object], proto: int) -> list[object]:
+    """HELLO's map as RESP2 sends it: keys and values in turn."""
+    return [item for key, val in hello.items()
+            for item in (key, proto if key == b"proto" else val)]
+
+
 def test_the_command_after_quit_reconnects(client: dumbkv.Client) -> None:
     assert client.execute_raw("QUIT") == "OK"
     assert client.ping() is True

@@ -18,7 +18,7 @@ from ..errors import (
     TimeoutError,
 )
 from ..resp import ClientReply, ErrorReply, ReplyParser, encode_command
-from .convert import Converter, ok
+from .convert import Converter, ok, raw
 from .errormap import error_from_reply
 from .url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 
@@ -41,6 +41,8 @@ class LinkState:
     db: int = 0
     password: str | None = None
     username: str | None = None
+    #: The protocol it speaks: 2, or 3 after ``HELLO 3``.
+    protocol: int = 2
     #: It answered QUIT: the server closes it, so the next command needs a new one.
     quit: bool = False
     parser: ReplyParser = field(default_factory=ReplyParser)
@@ -156,6 +158,8 @@ class ClientBase:
         self.password = password
         #: The user name it was given with (``AUTH username password``), if any.
         self.username: str | None = None
+        #: The protocol every (re)connection is switched to: 2, or 3 after a ``HELLO 3``.
+        self.protocol = 2
         #: Seconds to connect (and authenticate / select); ``None`` waits forever.
         self.connect_timeout = connect_timeout
         #: Seconds for one command's (or pipeline's) reply; ``None`` waits forever.
@@ -188,6 +192,8 @@ class ClientBase:
             args = ("AUTH", self.password) if self.username is None else (
                 "AUTH", self.username, self.password)
             requests.append(Request(args, ok))
+        if link.protocol != self.protocol:
+            requests.append(Request(("HELLO", self.protocol), raw))
         if link.db != self.db:
             requests.append(Request(("SELECT", self.db), ok))
         return requests
@@ -204,7 +210,10 @@ class ClientBase:
             self.observe(link, request.args, reply)
 
     def observe(self, link: LinkState, args: Sequence[Arg], reply: ClientReply) -> None:
-        """A successful ``SELECT`` or ``AUTH`` moves the client (and the connection) there."""
+        """A successful ``SELECT``, ``AUTH`` or ``HELLO`` moves the client (and the connection)
+        there: a new connection is brought to the same database, credentials and protocol."""
+        if isinstance(reply, (list, dict)) and args and _text(args[0]).upper() == "HELLO":
+            self._observe_hello(link, [_text(arg) for arg in args[1:]])
         if reply != "OK" or not args:
             return
         name = _text(args[0]).upper()
@@ -215,6 +224,19 @@ class ClientBase:
         elif name == "AUTH" and len(args) in (2, 3):
             link.password = self.password = _text(args[-1])
             link.username = self.username = _text(args[1]) if len(args) == 3 else None
+
+    def _observe_hello(self, link: LinkState, args: list[str]) -> None:
+        """``HELLO [protover [AUTH username password] [SETNAME name]]`` was answered."""
+        if args:
+            link.protocol = self.protocol = int(args[0])
+        i = 1
+        while i < len(args):  # the server answered, so each option has its values
+            if args[i].upper() == "AUTH":
+                link.username = self.username = args[i + 1]
+                link.password = self.password = args[i + 2]
+                i += 3
+            else:  # SETNAME name
+                i += 2
 
     def observe_all(self, link: LinkState, requests: Sequence[Request],
                     replies: Sequence[ClientReply]) -> None:

@@ -109,9 +109,10 @@ class Client(ClientBase, Commands):
     ``Client(host="127.0.0.1", port=7379, *, db=0, password=None, connect_timeout=5.0,
     timeout=None, decode_responses=False)`` or ``Client.from_url("dumbkv://...")``. It
     connects on first use (or ``connect()``), and after a dropped connection reconnects on the
-    next command, re-sending ``AUTH`` and ``SELECT``. A command whose connection broke after it
-    was sent raises ``ConnectionError`` and is never resent. Thread-safe: threads sharing a client
-    take turns, one command (or pipeline) at a time on its one connection.
+    next command, re-sending ``AUTH``, ``HELLO 3`` (after one) and ``SELECT``. A command whose
+    connection broke after it was sent raises ``ConnectionError`` and is never resent.
+    Thread-safe: threads sharing a client take turns, one command (or pipeline) at a time on its
+    one connection.
     """
 
     _conn: Connection | None = None
