@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dumbkv
+from dumbkv.config import redact_url
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -202,10 +203,12 @@ def dumbkv_server(
         url = store or sqlite_url(workdir / "dumbkv.db")
         port = free_port()
         argv = [python_executable(), "-m", "dumbkv", "serve",
-                "--host", LOOPBACK, "--port", str(port), "--admin-port", "0", "--store", url]
+                "--host", LOOPBACK, "--port", str(port), "--admin-port", "0"]
+        env = _dumbkv_env()
+        env["DUMBKV_STORE"] = url  # not on the command line, where ps shows its password
         with _child_server(
-            "dumbkv", argv, Endpoint(LOOPBACK, port), workdir, f"DumbKV, store {url}",
-            ready_timeout, env=_dumbkv_env(),
+            "dumbkv", argv, Endpoint(LOOPBACK, port), workdir,
+            f"DumbKV, store {redact_url(url)}", ready_timeout, env=env,
         ) as server:
             yield server
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from urllib.parse import urlsplit
 
-from _servers import dumbkv_server, exit_on_sigterm
+from _servers import ServerError, dumbkv_server, exit_on_sigterm
 from compare import BenchmarkError, run_benchmark
 
 TARGETS = {"get": ("-S", 0.5), "set": ("-N", 2.0)}
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 ops = run_benchmark(args, server, test, 1).rps
                 ratio = ops / tps
                 rows.append((test, mode, tps, ops, ratio, factor, ratio >= factor))
-    except (BenchmarkError, subprocess.SubprocessError, OSError) as exc:
+    except (BenchmarkError, ServerError, subprocess.SubprocessError, OSError) as exc:
         print(f"verdict: could not run ({exc})")
         return EXIT_ERROR
     print(f"pgbench -M prepared -c {args.clients} -j 2 -T {args.seconds}; "

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import ServerProcess, environ_without_settings
-from postgres import Postgres
+from postgres import Postgres, free_port
 
 from dumbkv.app import start_server, stop_server
 from dumbkv.commands import TABLE
@@ -148,6 +148,16 @@ def test_address_targets_need_allow_flush(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "FLUSHALL" in result.stderr and "--allow-flush" in result.stderr
     assert result.stdout == ""
+
+
+def test_store_passwords_are_never_printed(tmp_path: Path) -> None:
+    url = f"postgresql://u:in-netloc@127.0.0.1:{free_port()}/x?password=in-query&sslmode=disable"
+    result = run_cli(url, "--timeout", "1", cwd=tmp_path)  # nothing listens there
+    assert result.returncode == 2
+    assert "u:***@127.0.0.1" in result.stdout + result.stderr
+    assert "password=***&sslmode=disable" in result.stdout + result.stderr
+    assert "in-netloc" not in result.stdout + result.stderr
+    assert "in-query" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("args, message", [

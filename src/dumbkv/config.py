@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 __all__ = [
     "SETTINGS",
@@ -67,12 +67,17 @@ class Setting:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its password (``user:***@host``), for INFO and crosscheck reports."""
+    """``url`` without its passwords (``user:***@host``, ``?password=***``, also
+    ``sslpassword``), for INFO, logs and crosscheck and bench reports."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        url = url.replace(parts.netloc, f"{parts.username or ''}:***@{host}", 1)
+    if "password" in parts.query.lower():
+        query = [(name, "***" if "password" in name.lower() else value)
+                 for name, value in parse_qsl(parts.query, keep_blank_values=True)]
+        url = url.replace("?" + parts.query, "?" + urlencode(query, safe="*"), 1)
+    return url
 
 
 # Argument types (argparse ``type=``): for the settings and for the crosscheck flags.
