@@ -193,6 +193,19 @@ def test_startup_exclusion() -> None:
     assert availability(run, t0 + 200 * S, H2, running=False) == 100 / 170
 
 
+def test_a_crash_loop_is_down_between_its_runs() -> None:
+    """Runs that die within their start-up: only their own life is left out, not the downtime
+    after it (Kubernetes' first restart back-offs are 10 s, 20 s, ...)."""
+    t0 = 100 * DAY_MS
+    records = []
+    for i in range(200):  # up 10 s, then down 15 s, over and over
+        records += [R("start", t0 + i * 25 * S), R("beat", t0 + i * 25 * S + 10 * S)]
+    now = t0 + 200 * 25 * S
+    # Every up second is inside a start-up: nothing up is counted, the 15 s gaps are.
+    assert availability(records, now, H2, running=False) == 0.0
+    assert availability(records, now, H2, running=False, startup_ms=0) == 10 / 25
+
+
 def test_crash_gap_is_downtime_and_the_current_run_is_up_until_now() -> None:
     t0 = 100 * DAY_MS
     records = [R("start", t0), R("beat", t0 + 500 * S), R("beat", t0 + 1000 * S),
@@ -202,8 +215,9 @@ def test_crash_gap_is_downtime_and_the_current_run_is_up_until_now() -> None:
     up = (1000 - 30) + (2000 - 1130)    # first run to its last beat; the current run to now
     assert availability(records, now, H2) == up / counted
     # Read by a process that is not the current run (running=False), the last run ends at its
-    # last record: here its start, so everything after 1130 s is down.
-    assert availability(records, now, H2, running=False) == (1000 - 30) / counted
+    # last record: here its start, so it had no start-up to leave out and everything after
+    # 1100 s is down.
+    assert availability(records, now, H2, running=False) == (1000 - 30) / (2000 - 30)
     # A clean stop is downtime too until the next start (only maintenance is excused).
     stopped = [R("start", t0), R("stop", t0 + 1000 * S), R("start", t0 + 1100 * S)]
     assert availability(stopped, now, H2) == up / counted

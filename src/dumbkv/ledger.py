@@ -19,7 +19,8 @@ The file ``<data dir>/availability.log`` holds one record a line, appended, flus
 current run is up until now. Whatever no run covers is down: after a SIGKILL and a restart the
 gap since the last heartbeat is downtime. Time before the ledger's first record is not counted
 at all (a new install is not 0 % available). Left out of both the up-time and the time counted:
-the first ``startup_exclusion`` seconds after each ``start`` (30 s by default) and maintenance
+the first ``startup_exclusion`` seconds after each ``start`` (30 s by default; only while the
+run lasts, so a crash loop's downtime counts) and maintenance
 windows (``maint_start`` to ``maint_stop``, or to now while open; a restart does not close a
 window). ``availability = up / counted``, and 1.0 when nothing is counted.
 
@@ -271,7 +272,9 @@ def availability(records: Sequence[Record] | Timeline, now_ms: int, window_ms: i
         last = index == len(tl.runs) - 1
         end = now_ms if last and running and not run.stopped else run.end
         up.append((run.start, end))
-    excluded = _merge([(run.start, run.start + startup_ms) for run in tl.runs]
+    # A run's start-up is left out only while it lasts: the downtime after a run that ended
+    # within its first seconds (a crash loop) is counted.
+    excluded = _merge([(start, min(start + startup_ms, end)) for start, end in up]
                       + [(a, now_ms if b is None else b) for a, b in tl.windows])
     counted = _subtract([(lo, hi)], excluded)
     total = _length(counted)
