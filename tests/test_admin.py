@@ -524,6 +524,11 @@ def test_crosscheck_push_sets_the_gauges(server: ServerProcess) -> None:
         b"[0.5, 0.1, 0.1, 0.0]",
         json.dumps({"identical_ratio": 0.5}).encode(),  # missing figures
         json.dumps({**figures, "identical_ratio": 0.1, "failure_rate_b": "lots"}).encode(),
+        # Not a ratio: NaN would keep the alert's comparisons false for ever.
+        json.dumps({**figures, "identical_ratio": "nan"}).encode(),
+        json.dumps({**figures, "failure_rate_difference": "-inf"}).encode(),
+        json.dumps({**figures, "failure_rate_a": 1.5}).encode(),
+        json.dumps({**figures, "failure_rate_b": -0.1}).encode(),
     ]
     for bad in bad_bodies:
         status, headers, body = http("POST", server.admin_url + "/crosscheck", bad)

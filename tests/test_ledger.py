@@ -762,7 +762,7 @@ def test_maintenance_endpoints_require_the_token_when_set(
     srv = server_factory(tmp_path, "--admin-token", token).start()
     url = srv.admin_url
     for method, path in (("POST", "/maintenance/start"), ("POST", "/maintenance/stop"),
-                         ("GET", "/maintenance")):
+                         ("GET", "/maintenance"), ("POST", "/crosscheck")):
         for offered in (None, "wrong", token + "x", ""):
             status, body = http(method, url + path, offered)
             assert status == 401, (method, path, offered)
@@ -890,6 +890,25 @@ def test_maintenance_cli_token_and_failures(server_factory: Factory, tmp_path: P
     done = cli("maintenance", "stop", *admin, env={"DUMBKV_ADMIN_TOKEN": token})
     assert done.returncode == 0 and "(closed now)" in done.stdout, done
     assert http("GET", srv.admin_url + "/ready")[0] == 200
+
+    # dumbkv crosscheck --push needs the token too: refused without it, stored with it.
+    check = ("crosscheck", f"sqlite:///{tmp_path / 'xc.db'}", "-n", "50", "--allow-flush",
+             "--push", srv.admin_url)
+    done = cli(*check)
+    assert done.returncode == 2 and "HTTP 401" in done.stderr, done
+    done = cli(*check, env={"DUMBKV_ADMIN_TOKEN": token})
+    assert done.returncode == 0 and done.stderr == "", done
+    with _OPENER.open(srv.admin_url + "/metrics", timeout=HTTP_TIMEOUT) as response:
+        assert b"dumbkv_crosscheck{" in response.read()
+
+    # The RESP port given as the admin URL by mistake: a message, no traceback.
+    resp_port = ("--admin", f"http://127.0.0.1:{srv.port}", "--timeout", "5")
+    done = cli("maintenance", "status", *resp_port, "--token", token)
+    assert done.returncode == 1 and "not an HTTP reply" in done.stderr, done
+    assert "Traceback" not in done.stderr
+    done = cli("slo", "--admin", f"http://127.0.0.1:{srv.port}")
+    assert done.returncode == 2 and "not an HTTP reply" in done.stderr, done
+    assert "Traceback" not in done.stderr
 
     # A server that is not there: exit 1 with a message, quickly.
     assert srv.stop() == 0

@@ -119,11 +119,16 @@ _FIGURES = ("identical_ratio", "failure_rate_a", "failure_rate_b", "failure_rate
 
 async def _crosscheck(request: web.Request) -> web.Response:
     """``dumbkv crosscheck --push`` sends its figures here; /metrics exports the last ones."""
+    if not _authorized(request):
+        return _unauthorized()
     try:
         body = await request.json()
         figures = {name: float(body[name]) for name in _FIGURES}
     except (ValueError, KeyError, TypeError):
-        return _json({"error": f"expected a JSON object with numbers {list(_FIGURES)}"}, 400)
+        figures = {}
+    if len(figures) != len(_FIGURES) or not all(0.0 <= v <= 1.0 for v in figures.values()):
+        return _json({"error": f"expected a JSON object with numbers from 0 to 1 "
+                               f"{list(_FIGURES)}"}, 400)
     gauge = request.app[_STATE].metrics.crosscheck
     for name, value in figures.items():
         gauge.labels(name).set(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import urllib.error
 import urllib.parse
@@ -22,7 +23,8 @@ def is_loopback(host: str) -> bool:
 def http_request(method: str, url: str, *, timeout: float, token: str | None = None,
                  data: bytes | None = None) -> tuple[int, bytes]:
     """(status, body); an HTTP error status is returned, a failed connection raised
-    (``OSError``/``ValueError``). Proxy settings apply, except to loopback addresses."""
+    (``OSError``/``ValueError``; ``ConnectionError`` when what answers does not speak
+    HTTP). Proxy settings apply, except to loopback addresses."""
     if data is None and method == "POST":
         data = b""
     request = urllib.request.Request(url, method=method, data=data)
@@ -37,3 +39,5 @@ def http_request(method: str, url: str, *, timeout: float, token: str | None = N
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, exc.read()
+    except http.client.HTTPException as exc:  # not an HTTP server (the RESP port, say)
+        raise ConnectionError(f"not an HTTP reply ({type(exc).__name__})") from None

@@ -7,17 +7,18 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Config, non_negative_int, positive_int, seconds
 from ..errors import DumbKVError
+from ..httpclient import http_request
 from ..resp import ErrorReply
 from .client import Client
 from .compare import NoReply, is_ok, reply_status, same_result, show_reply
@@ -146,6 +147,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also send the figures to a running server's admin port "
                              "(e.g. http://127.0.0.1:7380), which exports them as "
                              "dumbkv_crosscheck{figure=...}")
+    parser.add_argument("--token", default=None,
+                        help="the admin token for --push, when the server has --admin-token "
+                             "(default: $DUMBKV_ADMIN_TOKEN)")
 
 
 _USAGE = "usage: dumbkv crosscheck [TARGET_A] [TARGET_B] [-n N] [--seed S] [--json] " \
@@ -194,19 +198,20 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(report.table())
     if args.push:
+        token = args.token if args.token is not None else os.environ.get("DUMBKV_ADMIN_TOKEN")
         try:
-            push_figures(args.push, report.figures())
-        except OSError as exc:
+            push_figures(args.push, report.figures(), token)
+        except (OSError, ValueError) as exc:
             print(f"dumbkv crosscheck: could not push to {args.push}: {exc}", file=sys.stderr)
             return 2
     return report.exit_code
 
 
-def push_figures(admin_url: str, figures: dict[str, float]) -> None:
-    """POST the figures to ``ADMIN_URL/crosscheck`` (the admin port keeps the last ones)."""
-    request = urllib.request.Request(
-        admin_url.rstrip("/") + "/crosscheck", data=json.dumps(figures).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
+def push_figures(admin_url: str, figures: dict[str, float], token: str | None = None) -> None:
+    """POST the figures to ``ADMIN_URL/crosscheck`` (the admin port keeps the last ones);
+    raise ``OSError`` unless it stored them."""
+    status, body = http_request("POST", admin_url.rstrip("/") + "/crosscheck", timeout=10,
+                                token=token, data=json.dumps(figures).encode())
+    if status != 200:
+        detail = body.decode("utf-8", "replace").strip()[:200]
+        raise OSError(f"HTTP {status}: {detail}")
