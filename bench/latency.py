@@ -1,10 +1,12 @@
 """Latency load generator: C connections send GET/SET over random keys; reports the SLO.
 
-Each connection (a dumbkv.AsyncClient with one connection) sends a batch of -P commands as one
-pipeline (P=1: one at a time), waits for all replies, and
+First every key of the keyspace is SET (MSET, before the clock starts; --no-fill skips it), so
+GETs find values. Each connection (a dumbkv.AsyncClient with one connection) sends a batch of
+-P commands as one pipeline (P=1: one at a time), waits for all replies, and
 records the batch's send-to-last-reply time for each command in it. Runs for --seconds or until
 -n commands, whichever comes first; commands still unanswered --timeout seconds after that count
-as timeouts, with the time they waited as their (lower-bound) latency. Prints ops/s,
+as timeouts, with the time they waited as their (lower-bound) latency; so do the commands of a
+connection that broke (lost), and a broken connection fails the verdict. Prints ops/s,
 p50/p90/p99/max, error replies and the verdict "P90 < 1000 ms: PASS/FAIL" (exit code 0/1,
 2 if it could not run; --no-fail turns FAIL into 0).
 
@@ -80,6 +82,7 @@ class Stats:
     latencies: list[float] = field(default_factory=list)  # seconds, one per command
     error_replies: Counter[str] = field(default_factory=Counter)  # by first word, e.g. "ERR"
     timeouts: int = 0
+    lost: int = 0  # sent on a connection that broke before their reply
     connection_errors: Counter[str] = field(default_factory=Counter)
 
     def record_batch(self, seconds: float, count: int, errors: list[str]) -> None:
@@ -111,7 +114,11 @@ async def run_connection(
         stats.timeouts += in_flight
         stats.latencies.extend([time.perf_counter() - sent_at] * in_flight)
     except dumbkv.ConnectionError as exc:
+        # The commands in flight got no reply: lost, with the time they waited. The
+        # connection stops here, and the verdict fails (the server broke under the load).
         stats.connection_errors[type(exc).__name__] += 1
+        stats.lost += in_flight
+        stats.latencies.extend([time.perf_counter() - sent_at] * in_flight)
     finally:
         await client.close()
 
@@ -133,17 +140,32 @@ async def open_connections(endpoint: Endpoint, count: int, stats: Stats
     return connected
 
 
+async def fill(client: dumbkv.AsyncClient, keyspace: int, value: bytes) -> None:
+    """SET every key of the keyspace before the clock starts, so GETs find values (and the
+    server decrypts them) instead of measuring misses."""
+    chunk = 1000
+    for first in range(0, keyspace, chunk):
+        args: list[bytes] = []
+        for i in range(first, min(first + chunk, keyspace)):
+            args += [b"key:%012d" % i, value]
+        reply = await client.execute_raw("MSET", *args)
+        if reply != "OK":
+            raise ServerError(f"filling the keyspace: MSET answered {reply!r}")
+
+
 async def load(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Stats, float]:
     """Run the workload; return the stats and the elapsed wall time in seconds."""
     stats = Stats()
     clients = await open_connections(endpoint, args.connections, stats)
     if not clients:
         raise ServerError(f"could not open any connection to {endpoint}")
+    value = b"x" * args.data_size
+    if args.fill and args.ratio_set < 1:
+        await fill(clients[0], args.keyspace, value)
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     stop_at = loop.time() + args.seconds
-    plan = Plan(args.pipeline, args.ratio_set, args.keyspace, b"x" * args.data_size, stop_at,
-                args.requests)
+    plan = Plan(args.pipeline, args.ratio_set, args.keyspace, value, stop_at, args.requests)
     seed = random.Random(args.seed)
     await asyncio.gather(*(
         run_connection(client, plan, stats, random.Random(seed.random()), stop_at + args.timeout)
@@ -165,21 +187,24 @@ def percentile_ms(sorted_values: list[float], q: float) -> float | None:
 def summarize(args: argparse.Namespace, server: Server, stats: Stats, elapsed: float
               ) -> dict[str, Any]:
     values = sorted(stats.latencies)
-    completed = len(values) - stats.timeouts
+    completed = len(values) - stats.timeouts - stats.lost
     latency_ms = {name: percentile_ms(values, q)
                   for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))}
     p90 = latency_ms["p90"]
-    passed = p90 is not None and p90 < args.slo_p90_ms
+    connection_errors = sum(stats.connection_errors.values())
+    passed = p90 is not None and p90 < args.slo_p90_ms and not connection_errors
     return {
         "target": str(server.endpoint), "server": server.description,
         "connections": args.connections, "pipeline": args.pipeline,
         "ratio_set": args.ratio_set, "keyspace": args.keyspace, "data_size": args.data_size,
+        "filled": bool(args.fill and args.ratio_set < 1),
         "elapsed_s": round(elapsed, 3), "commands": completed,
         "ops_per_s": round(completed / elapsed, 1) if elapsed > 0 else 0.0,
         "latency_ms": latency_ms,
         "error_replies": sum(stats.error_replies.values()),
         "error_replies_by_prefix": dict(stats.error_replies),
         "timeouts": stats.timeouts,
+        "lost": stats.lost,
         "connection_errors": dict(stats.connection_errors),
         "slo": {"p90_below_ms": args.slo_p90_ms, "pass": passed},
     }
@@ -192,14 +217,17 @@ def render(report: dict[str, Any]) -> Iterator[str]:
     yield f"target       {report['target']} ({report['server']})"
     yield (f"workload     {report['connections']} connections, pipeline {report['pipeline']}, "
            f"{report['ratio_set']:.0%} SET, keyspace {report['keyspace']}, "
-           f"{report['data_size']}-byte values, {report['elapsed_s']:.1f} s")
+           f"{report['data_size']}-byte values, {report['elapsed_s']:.1f} s"
+           f"{', keyspace filled first' if report['filled'] else ''}")
     yield f"throughput   {report['ops_per_s']:,.0f} ops/s ({report['commands']} commands)"
     yield "latency ms   " + "  ".join(f"{name} {_ms(value)}" for name, value in lat.items())
     yield (f"errors       {report['error_replies']} error replies"
            f"{f' ({by_prefix})' if by_prefix else ''}, {report['timeouts']} timeouts, "
-           f"{conn_errors} connection errors")
+           f"{conn_errors} connection errors ({report['lost']} commands lost)")
     slo = report["slo"]
-    yield f"SLO          P90 < {slo['p90_below_ms']:g} ms: {'PASS' if slo['pass'] else 'FAIL'}"
+    why = " (connections broke)" if conn_errors and not slo["pass"] else ""
+    yield (f"SLO          P90 < {slo['p90_below_ms']:g} ms: "
+           f"{'PASS' if slo['pass'] else 'FAIL'}{why}")
 
 
 def _ms(value: float | None) -> str:
@@ -227,6 +255,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds unanswered commands may take after the end")
     parser.add_argument("--slo-p90-ms", type=float, default=1000.0)
+    parser.add_argument("--no-fill", dest="fill", action="store_false",
+                        help="do not SET every key of the keyspace before the clock starts "
+                             "(GETs then mostly miss)")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible keys")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even if the SLO fails")
