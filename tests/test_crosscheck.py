@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import pytest
 from conftest import ServerProcess, environ_without_settings
 from postgres import Postgres, free_port
 
+import dumbkv
 from dumbkv.app import start_server, stop_server
 from dumbkv.commands import TABLE
 from dumbkv.config import Config
@@ -39,7 +41,7 @@ FIELDS = {
 }
 TARGET_FIELDS = {
     "target", "where", "ok", "client_errors", "server_errors", "no_reply", "reconnects",
-    "failure_rate", "server_error_rate",
+    "failure_rate",
 }
 
 
@@ -67,14 +69,17 @@ def test_two_sqlite_stores_agree(tmp_path: Path) -> None:
     out = result.stdout
     assert "1500 operations, seed 1" in out
     assert "identical results           1500 / 1500 = 100.00 %" in out
-    for figure in ("failure rate", "server-error rate", "client errors", "server errors",
+    for figure in ("failure rate (server, none)", "client errors", "server errors",
                    "no reply", "reconnects"):
         assert figure in out
     assert "failure-rate difference     0.00 points  (at most 2 points)  ok" in out
     assert str(tmp_path / "a.db") in out and str(tmp_path / "b.db") in out
     assert out.rstrip().endswith("PASS")
-    # Each store got the workload: the files exist and the workload's keys are in them.
+    # Each store got the workload (the files exist), and was left empty after it.
     assert (tmp_path / "a.db").exists() and (tmp_path / "b.db").exists()
+    for name in ("a.db", "b.db"):
+        with contextlib.closing(sqlite3.connect(tmp_path / name)) as db:
+            assert db.execute("SELECT count(*) FROM kv").fetchone() == (0,)
 
 
 def test_json_output_has_every_figure(tmp_path: Path) -> None:
@@ -100,8 +105,7 @@ def test_json_output_has_every_figure(tmp_path: Path) -> None:
         assert t["ok"] + t["client_errors"] + t["server_errors"] + t["no_reply"] == 800
         assert t["server_errors"] == t["no_reply"] == 0
         assert t["client_errors"] > 0  # the workload includes errors on purpose
-        assert t["failure_rate"] == t["client_errors"] / 800
-        assert t["server_error_rate"] == 0.0
+        assert t["failure_rate"] == 0.0  # client errors are the workload's, not failures
     assert a["client_errors"] == b["client_errors"]
 
 
@@ -130,8 +134,7 @@ def test_detects_a_planted_difference(server_factory: type[ServerProcess],
     assert diff["b"] == "(error) ERR DB index is out of range"
     ta, tb = report["targets"]["a"], report["targets"]["b"]
     assert tb["client_errors"] > ta["client_errors"]
-    assert report["failure_rate_difference"] == abs(
-        ta["client_errors"] - tb["client_errors"]) / n
+    assert report["failure_rate_difference"] == 0.0  # client errors are not failures
     # Every difference before the first shown one would have been shown: none.
     assert all(d["index"] >= planted for d in report["first_differences"])
 
@@ -181,12 +184,29 @@ def test_usage_errors_exit_2(tmp_path: Path, args: tuple[str, ...], message: str
 
 async def test_a_store_that_holds_keys_needs_allow_flush(tmp_path: Path) -> None:
     url = parse_target(sqlite(tmp_path / "used.db"))
-    report = await crosscheck(url, n=300, seed=4)  # leaves keys behind
+    report = await crosscheck(url, n=300, seed=4)
     assert report.passed
-    with pytest.raises(RefusedError, match=r"holds \d+ keys .* FLUSHALL"):
+    again = await crosscheck(url, n=300, seed=4)  # the run left the store empty
+    assert again.passed
+    async with (in_process_server(url.text) as (host, port),
+                dumbkv.AsyncClient(host, port) as client):
+        assert await client.set("somebody's", "data") is True
+    with pytest.raises(RefusedError, match=r"holds 1 keys .* FLUSHALL"):
         await crosscheck(url, n=300, seed=4)
-    again = await crosscheck(url, n=300, seed=4, allow_flush=True)
-    assert again.identical == 300
+    forced = await crosscheck(url, n=300, seed=4, allow_flush=True)
+    assert forced.identical == 300
+
+
+def test_targets_that_refuse_flushall_are_refused(server_factory: type[ServerProcess],
+                                                  tmp_path: Path) -> None:
+    """Servers with a password answer every operation -NOAUTH alike: that is no pass."""
+    a = server_factory(tmp_path / "a", "--requirepass", "pw").start()
+    b = server_factory(tmp_path / "b", "--requirepass", "pw").start()
+    result = run_cli(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}", "-n", "100",
+                     "--allow-flush", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refused FLUSHALL: (error) NOAUTH" in result.stderr
+    assert "PASS" not in result.stdout
 
 
 # --------------------------------------------------------------------------- the workload
@@ -255,6 +275,10 @@ def test_same_result_rules() -> None:
     assert same_result(pttl, 100_000, 104_999) and not same_result(pttl, 100_000, 106_000)
     assert not same_result(ttl, -1, 5) and not same_result(ttl, -2, -1)
     assert not same_result(ttl, 5, ErrorReply("ERR 5"))
+    # Two backends failing alike have not given the same result.
+    failed = ErrorReply("SERVERERR sqlite backend error (OperationalError)")
+    assert not same_result(get, failed, failed)
+    assert same_result(get, ErrorReply("ERR syntax error"), ErrorReply("ERR syntax error"))
 
 
 # --------------------------------------------------------------------------- failing targets
@@ -349,7 +373,7 @@ async def test_a_dropped_or_stalled_request_is_one_failure_then_reconnect(
     assert isinstance(diff.a, NoReply)
     assert ("within 1s" in diff.a.reason) if mode == "stall" else ("closed" in diff.a.reason)
     assert report.a.failures == report.b.failures + 1
-    assert report.a.server_error_rate == 1 / n
+    assert report.a.failure_rate == 1 / n and report.b.failure_rate == 0.0
     assert report.passed  # one failure in 300 is within both limits
 
 

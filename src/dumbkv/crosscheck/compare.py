@@ -42,10 +42,11 @@ def _equal(a: object, b: object) -> bool:
 
 
 def same_result(op: Op, a: object, b: object) -> bool:
-    """Whether two replies to ``op`` count as identical. A missing reply never does; positive
-    TTL/PTTL replies may differ by the time between the two targets' clocks and replies
+    """Whether two replies to ``op`` count as identical. A missing reply or a server error
+    never does (two backends failing alike have not given the same result); positive TTL/PTTL
+    replies may differ by the time between the two targets' clocks and replies
     (``TTL_TOLERANCE_MS``); nothing else is fuzzed."""
-    if isinstance(a, NoReply) or isinstance(b, NoReply):
+    if _FAILED.intersection((reply_status(a), reply_status(b))):
         return False
     if (
         op.name in ("TTL", "PTTL") and type(a) is int and type(b) is int and a > 0 and b > 0
@@ -57,6 +58,10 @@ def same_result(op: Op, a: object, b: object) -> bool:
 
 #: A reply's status as the server counts it (``dumbkv.errors.Status``), or no reply at all.
 Status = Literal[ReplyStatus, "no_reply"]
+
+
+#: The statuses that count as a target's failure (client errors are the workload's own doing).
+_FAILED = frozenset(("server_error", "no_reply"))
 
 
 def reply_status(reply: object) -> Status:

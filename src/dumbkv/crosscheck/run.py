@@ -43,6 +43,18 @@ async def _keys_held(client: Client) -> int:
     return sum(int(m) for m in re.findall(rb"^db\d+:keys=(\d+)", reply, re.MULTILINE))
 
 
+def _check_flushed(report: Report, *replies: object) -> None:
+    """Operation 0 is FLUSHALL: a target that refuses it as a client error (a password is
+    set, say) would fail every operation alike and pass; refuse to run instead. A server error
+    or no reply is the target failing: that counts, as for any other operation."""
+    for stats, reply in zip((report.a, report.b), replies, strict=True):
+        if reply_status(reply) == "client_error":
+            raise RefusedError(
+                f"{stats.target} refused FLUSHALL: {show_reply(reply)}; the check needs "
+                "targets that accept it (no password set)"
+            )
+
+
 async def crosscheck(
     a: Target,
     b: Target | None = None,
@@ -104,6 +116,8 @@ async def crosscheck(
         ca, cb = clients
         for op in workload(seed, n):
             ra, rb = await asyncio.gather(ca.call(op.argv), cb.call(op.argv))
+            if op.index == 0:
+                _check_flushed(report, ra, rb)
             for client, st, reply in ((ca, report.a, ra), (cb, report.b, rb)):
                 st.count(reply_status(reply))
                 if op.name == "SELECT" and is_ok(reply):
@@ -118,6 +132,9 @@ async def crosscheck(
                 progress(op.index + 1, n)
         report.seconds = time.perf_counter() - started
         report.a.reconnects, report.b.reconnects = ca.reconnects, cb.reconnects
+        # Leave the targets as found (empty, or given up with --allow-flush), so the next run
+        # needs no --allow-flush. Best effort: the figures are already taken.
+        await asyncio.gather(ca.call((b"FLUSHALL",)), cb.call((b"FLUSHALL",)))
         return report
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: the stack may swallow)
 
