@@ -51,6 +51,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dumbkv.app import start_server, stop_server
 from dumbkv.config import Config
+from dumbkv.errors import StoreError
 from dumbkv.store.base import Row
 from dumbkv.store.rowcache import ENTRY_OVERHEAD, MISSING, RowCache
 from dumbkv.store.writer import FrameReader, Writer, frame
@@ -907,4 +908,65 @@ async def test_a_command_answered_while_it_waits_behind_a_stalled_writer(
         assert errors == []
     finally:
         loop.set_exception_handler(None)
+        await stop_server(server)
+
+
+async def _ping_fails(store: Any, within: float) -> str:
+    """The message of the first ``ping`` that fails, polling for up to ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            await store.ping()
+        except StoreError as exc:
+            return exc.message
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"ping kept answering for {within}s")
+
+
+async def test_not_ready_while_the_writer_is_stuck_on_a_batch(tmp_path: Path) -> None:
+    """/ready's store check: a writer that has committed nothing for twice the store timeout
+    while a batch waits (SIGSTOP here, a hung disk in life) makes the store unready; it is
+    ready again once the writer goes on."""
+    server = await _server(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", store_timeout=0.5)
+    store = server.state.store
+    pids = [p for p in _children(os.getpid()) if "dumbkv.store.writer" in _cmdline(p)]
+    writer = Proc(pids[0])
+    try:
+        async with _aclient(server) as r:
+            assert await r.set("k", "v") is True
+            await store.ping()
+            writer.signal(signal.SIGSTOP)
+            try:
+                await store.ping()  # stopped, but nothing waits for it: no sign of trouble
+                with pytest.raises(redis.ResponseError, match=r"^SERVERERR .*within"):
+                    await r.set("k", "w")
+                message = await _ping_fails(store, SOCKET_TIMEOUT)
+                assert message == "sqlite writer has committed nothing for 1s"  # 2 x timeout
+            finally:
+                os.kill(writer.pid, signal.SIGCONT)
+            await asyncio.wait_for(store.drain(), SOCKET_TIMEOUT)
+            await store.ping()
+            assert await r.get("k") == b"w"
+    finally:
+        await stop_server(server)
+
+
+async def test_ready_while_a_sweep_waits_for_another_process_write_lock(tmp_path: Path) -> None:
+    """The sweep runs on the worker thread and waits there (up to the store timeout) for a
+    write lock another process holds; the readiness check does not queue behind it."""
+    path = tmp_path / "l.db"
+    server = await _server(tmp_path, f"sqlite:///{path}", store_timeout=3.0)
+    store = server.state.store
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        sweep = asyncio.get_running_loop().create_task(store.sweep())
+        await asyncio.sleep(0)  # the sweep's job is on the worker thread
+        async with asyncio.timeout(1.0):  # /ready's own limit
+            await store.ping()
+        assert not sweep.done()
+        other.execute("ROLLBACK")
+        assert await asyncio.wait_for(sweep, SOCKET_TIMEOUT) == 0
+    finally:
+        other.close()
         await stop_server(server)

@@ -36,6 +36,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -99,12 +100,13 @@ class _Sent:
     """A batch handed to the writer: its changes, and the ``Durable`` its replies wait for. A
     batch without changes waits for the write sent last before it (``seq``)."""
 
-    __slots__ = ("changes", "durable", "seq")
+    __slots__ = ("changes", "durable", "sent_at", "seq")
 
     def __init__(self, seq: int, changes: Changes) -> None:
         self.seq = seq
         self.changes = changes
         self.durable = Durable()
+        self.sent_at = time.monotonic()
 
 
 class SQLiteStore(Store):
@@ -479,8 +481,22 @@ class SQLiteStore(Store):
         return removed
 
     async def _ping(self) -> None:
+        """Ready: the file is ours, the writer runs and is not stuck on its oldest batch (for
+        twice the store timeout), and the file reads. Read on the loop's own connection: the
+        worker thread may be busy with a sweep waiting for another process's write lock, while
+        reads and writes go on."""
         self._check_file()
-        await self._in_thread(lambda conn: conn.execute("SELECT 1").fetchone())
+        if self._writer is None or self._restarting is not None:
+            raise StoreError("sqlite writer process is restarting")
+        # Twice the timeout: a writer waiting out a busy lock answers (an error) at about one.
+        stuck = 2 * self.timeout
+        if self._sent and time.monotonic() - self._sent[0].sent_at > stuck:
+            raise StoreError(f"sqlite writer has committed nothing for {stuck:g}s")
+        reader = self._reader
+        if reader is None:  # in memory: the one connection is the worker thread's
+            await self._in_thread(lambda conn: conn.execute("SELECT 1").fetchone())
+        else:
+            reader.execute("SELECT count(*) FROM dumbkv_schema").fetchone()
 
     def _check_file(self) -> None:
         """Not ready once the database file was deleted or replaced under us (the writer
