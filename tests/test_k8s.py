@@ -242,12 +242,15 @@ def test_resources_and_security(name: str) -> None:
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_grace_period_outlasts_the_shutdown_timeout(name: str) -> None:
+    """The slowest clean stop: the drain, then the batches in flight (one store timeout),
+    then closing the store (two more on PostgreSQL: a graceful close, then terminate)."""
     objs = overlay(name)
     c = container(objs)
     timeout = float(literal(c, "DUMBKV_SHUTDOWN_TIMEOUT", DEFAULTS.shutdown_timeout))
+    store_timeout = float(literal(c, "DUMBKV_STORE_TIMEOUT", DEFAULTS.store_timeout))
     grace = one(objs, "Deployment", "dumbkv")["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"]
-    assert grace > timeout
+    assert grace > timeout + 3 * store_timeout
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
