@@ -171,16 +171,17 @@ def test_records_round_trip_and_damaged_lines_are_rejected() -> None:
 
 
 # =========================================================================== computation
-def test_empty_ledger_is_fully_available() -> None:
-    assert availability([], 10 * HOUR, H2) == 1.0
-    assert availability([], 10 * HOUR, D7) == 1.0
+def test_empty_ledger_has_no_data() -> None:
+    """Nothing counted is no data (None), neither up (1.0) nor down."""
+    assert availability([], 10 * HOUR, H2) is None
+    assert availability([], 10 * HOUR, D7) is None
     assert timeline([]).origin is None
 
 
 def test_startup_exclusion() -> None:
     t0 = 100 * DAY_MS
-    # During the first 30 s nothing is counted: 1.0, whatever happens.
-    assert availability([R("start", t0)], t0 + 20 * S, H2) == 1.0
+    # During the first 30 s nothing is counted: no data, whatever happens.
+    assert availability([R("start", t0)], t0 + 20 * S, H2) is None
     # A run that died 10 s after its start: all of its life was startup. Counted: the 30 s
     # after the exclusion, all down.
     crashed = [R("start", t0), R("beat", t0 + 10 * S)]
@@ -264,10 +265,12 @@ def test_maintenance_windows_are_excluded_and_survive_a_restart() -> None:
     assert availability(later, now, H2) == (counted - 200) / counted
 
 
-def test_maintenance_over_the_whole_window_is_fully_available() -> None:
+def test_maintenance_over_the_whole_window_is_no_data() -> None:
+    """A window left open for hours (the pod out of its Service all along) is not reported as
+    100 % available: nothing is counted, so there is no figure."""
     t0 = 100 * DAY_MS
     records = [R("start", t0), R("maint_start", t0 + 10 * S)]
-    assert availability(records, t0 + 5 * HOUR, H2, running=False) == 1.0
+    assert availability(records, t0 + 5 * HOUR, H2, running=False) is None
 
 
 def test_window_boundaries() -> None:
@@ -606,7 +609,7 @@ def beats_after(data_dir: Path, ms: int, count: int = 1) -> list[tuple[str, int]
 
 
 @sqlite_only
-def test_fresh_server_reports_full_availability_during_its_first_30_s(
+def test_fresh_server_reports_no_data_during_its_first_30_s(
     server_factory: Factory, tmp_path: Path
 ) -> None:
     srv = server_factory(tmp_path, *HEARTBEAT).start()
@@ -615,11 +618,11 @@ def test_fresh_server_reports_full_availability_during_its_first_30_s(
     status, body = http("GET", srv.admin_url + "/availability")
     assert status == 200
     assert body["now"] - body["since"] < 30_000, "the test must look inside the first 30 s"
-    assert (body["2h"], body["7d"]) == (1.0, 1.0)
+    assert (body["2h"], body["7d"]) == (None, None)  # nothing counted yet: no data
     assert body["since"] == records[0][1]
     assert body["maintenance"] is False and body["persistent"] is True
     assert body["startup_exclusion_seconds"] == 30
-    assert scrape_availability(srv) == {"2h": 1.0, "7d": 1.0}
+    assert scrape_availability(srv) == {}  # no sample, as for Prometheus's own view
 
 
 @sqlite_only
@@ -819,7 +822,7 @@ def test_server_starts_on_a_corrupt_ledger(
     else:
         assert "moved it to availability.log.corrupt-" in srv.log
         assert len(list(tmp_path.glob("availability.log.corrupt-*"))) == 1
-        assert body["2h"] == 1.0
+        assert body["2h"] is None  # a new ledger, in its first 30 s
     # It serves and keeps beating.
     wait_for("a heartbeat", lambda: beats_after(tmp_path, records[len(kept)][1]))
     assert http("GET", srv.admin_url + "/ready")[0] == 200

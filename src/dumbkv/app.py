@@ -128,9 +128,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     state.metrics.add_gauge(
         "dumbkv_availability_ratio",
         "Share of the window the server was up (the availability ledger: the first seconds "
-        "after each start and maintenance windows excluded), by window: 2h, 7d.",
+        "after each start and maintenance windows excluded), by window: 2h, 7d. No sample "
+        "while nothing in the window is counted.",
         ["window"],
-        lambda: {(label,): ledger.availability(ms) for label, ms in WINDOWS.items()},
+        lambda: {(label,): ratio for label, ms in WINDOWS.items()
+                 if (ratio := ledger.availability(ms)) is not None},
     )
     admin = AdminServer(state, ledger=ledger)
     try:

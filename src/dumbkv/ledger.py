@@ -22,7 +22,7 @@ at all (a new install is not 0 % available). Left out of both the up-time and th
 the first ``startup_exclusion`` seconds after each ``start`` (30 s by default; only while the
 run lasts, so a crash loop's downtime counts) and maintenance
 windows (``maint_start`` to ``maint_stop``, or to now while open; a restart does not close a
-window). ``availability = up / counted``, and 1.0 when nothing is counted.
+window). ``availability = up / counted``, and None (no data) when nothing is counted.
 
 **Crash safety.** Records are appended with one ``write`` and an ``fsync``. On open, a line
 with a wrong checksum, binary junk or a truncated last line (a crash mid-write) is dropped with
@@ -255,18 +255,20 @@ def _length(intervals: Iterable[Interval]) -> int:
 
 
 def availability(records: Sequence[Record] | Timeline, now_ms: int, window_ms: int, *,
-                 startup_ms: int = STARTUP_EXCLUSION_MS, running: bool = True) -> float:
-    """Up-time over the ``window_ms`` ending at ``now_ms``, as a ratio 0..1.
+                 startup_ms: int = STARTUP_EXCLUSION_MS, running: bool = True) -> float | None:
+    """Up-time over the ``window_ms`` ending at ``now_ms``, as a ratio 0..1; None when nothing
+    in the window is counted (a new install's first seconds, a maintenance window covering it
+    all): no data, which is neither up nor down.
 
     ``running``: the last run, when it has no ``stop``, is the process asking, so it is up until
     now. Otherwise (reading the ledger of a stopped server) runs end at their last record.
     """
     tl = records if isinstance(records, Timeline) else timeline(records)
     if tl.origin is None:
-        return 1.0
+        return None
     lo, hi = max(now_ms - window_ms, tl.origin), now_ms
     if hi <= lo:
-        return 1.0
+        return None
     up: list[Interval] = []
     for index, run in enumerate(tl.runs):
         last = index == len(tl.runs) - 1
@@ -279,7 +281,7 @@ def availability(records: Sequence[Record] | Timeline, now_ms: int, window_ms: i
     counted = _subtract([(lo, hi)], excluded)
     total = _length(counted)
     if total <= 0:
-        return 1.0
+        return None
     return min(1.0, _length(_intersect(_merge(up), counted)) / total)
 
 
@@ -622,7 +624,7 @@ class Ledger:
     def maintenance(self) -> bool:
         return self.maintenance_since is not None
 
-    def availability(self, window_ms: int, now_ms: int | None = None) -> float:
+    def availability(self, window_ms: int, now_ms: int | None = None) -> float | None:
         """The availability over ``window_ms`` ending now (this process is the current run)."""
         now = self.clock() if now_ms is None else now_ms
         return availability(self._view, now, window_ms, startup_ms=self.startup_ms)
