@@ -263,15 +263,19 @@ class ServerProcess:
         self.admin_port = 0
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
+        self.resp_listening = threading.Event()
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 20.0, *, admin_only: bool = False) -> ServerProcess:
+        """Start and wait until the RESP port listens (``admin_only``: the admin port; the
+        RESP port then comes once the store opens, ``resp_listening``)."""
         env = environ_without_settings()
         cmd = [sys.executable, "-m", "dumbkv", "serve", "--host", self.host, "--port", "0",
                "--admin-host", self.host, "--admin-port", "0", "--store", self.store,
                "--data-dir", str(self.data_dir), *self.extra]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, env=env)
-        found = threading.Event()
+        found = self.resp_listening = threading.Event()
+        admin_found = threading.Event()
 
         def read() -> None:
             assert self.proc is not None and self.proc.stderr is not None
@@ -280,14 +284,21 @@ class ServerProcess:
                 admin = _ADMIN_LISTENING.search(line)
                 if admin:
                     self.admin_port = int(admin.group(2))
+                    admin_found.set()
                 match = _LISTENING.search(line)
                 if match and not found.is_set():
                     self.port = int(match.group(2))
                     found.set()
             found.set()
+            admin_found.set()
 
         self._reader = threading.Thread(target=read, daemon=True)
         self._reader.start()
+        if admin_only:
+            if not admin_found.wait(timeout) or not self.admin_port:
+                self.kill()
+                raise RuntimeError("admin port did not start:\n" + "".join(self.log_lines))
+            return self
         if not found.wait(timeout) or not self.port:
             self.kill()
             raise RuntimeError("server did not start:\n" + "".join(self.log_lines))
@@ -362,9 +373,9 @@ def server_factory(
         def __init__(self, data_dir: Path, *extra: str, store: str | None = None) -> None:
             super().__init__(data_dir, *extra, store=store or store_for(data_dir))
 
-        def start(self, timeout: float = 20.0) -> ServerProcess:
+        def start(self, timeout: float = 20.0, *, admin_only: bool = False) -> ServerProcess:
             started.append(self)
-            return super().start(timeout)
+            return super().start(timeout, admin_only=admin_only)
 
     yield Tracked
     for server in started:

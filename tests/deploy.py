@@ -151,21 +151,22 @@ def image_uid() -> int:
 def serving(argv: Sequence[str], env: Mapping[str, str], cwd: Path, admin_port: int,
             log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``argv`` (a ``dumbkv serve`` command line) with exactly ``env``; wait until
-    ``/health`` on ``admin_port`` answers 200; SIGTERM it (SIGKILL if it hangs) at the end."""
+    ``/ready`` on ``admin_port`` answers 200 (the store is open and the RESP port listens);
+    SIGTERM it (SIGKILL if it hangs) at the end."""
     with log.open("wb") as out:
         proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        def healthy() -> bool:
+        def ready() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"{argv} exited with {proc.returncode}:\n"
                                      + log.read_text(errors="replace"))
             try:
-                return http_get(f"http://127.0.0.1:{admin_port}/health")[0] == 200
+                return http_get(f"http://127.0.0.1:{admin_port}/ready")[0] == 200
             except OSError:
                 return False
 
-        poll_until(f"/health of {' '.join(argv)}", healthy, START_TIMEOUT, 0.05)
+        poll_until(f"/ready of {' '.join(argv)}", ready, START_TIMEOUT, 0.05)
         yield proc
     finally:
         if proc.poll() is None:

@@ -1,17 +1,20 @@
 """Store faults: a full disk answers server errors, keeps serving, and loses nothing; a store
-that cannot be opened at start ends the process with one clear line."""
+that cannot be opened at start keeps the process up, live but not ready, until it opens."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
-import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_ALL, RawClient, ServerProcess, StoreSQL, environ_without_settings
+from conftest import REQUIRE_ALL, RawClient, ServerProcess, StoreSQL, call, poll_until
+from test_sqlite_writer import writers
 
 
 @pytest.fixture
@@ -74,39 +77,79 @@ def test_full_disk_gives_server_errors_and_keeps_acknowledged_writes(
     assert again.stop() == 0
 
 
-def _serve_once(data_dir: Path, store: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    env = environ_without_settings()
-    return subprocess.run(
-        [sys.executable, "-m", "dumbkv", "serve", "--port", "0", "--admin-port", "0",
-         "--store", store, "--data-dir", str(data_dir), *flags],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
-    )
+def _ready(server: ServerProcess) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(server.admin_url + "/ready")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def _health(server: ServerProcess) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(server.admin_url + "/health", timeout=10) as response:
+        return int(response.status)
+
+
+def _unready_because(server: ServerProcess, text: str) -> str:
+    """The reason /ready gives once it names ``text`` (the first open attempt may still run)."""
+    def reason() -> str | None:
+        status, body = _ready(server)
+        reasons = body.get("reasons") or []
+        assert status == 503 and isinstance(reasons, list), body
+        return next((r for r in reasons if text in r), None)
+
+    return poll_until(f"/ready to say {text!r}", reason, 30)
 
 
 @pytest.mark.backends("sqlite")
-def test_start_with_the_database_locked_fails_with_one_clear_line(
+def test_a_store_locked_at_start_is_waited_for_unready(
     server_factory: type[ServerProcess], tmp_path: Path
 ) -> None:
+    """Another program holds the database's lock as the server starts: the process stays up
+    (no restart loop), live but not ready, says why once in its log, and serves as soon as
+    the lock goes."""
     server = server_factory(tmp_path).start()  # creates the database and its schema
     assert server.stop() == 0
     with StoreSQL(server.store) as other, other.write_lock():
-        done = _serve_once(tmp_path, server.store, "--store-timeout", "1")
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("dumbkv: cannot open the store sqlite:"), done.stderr
-    assert "did not answer within 1s" in last
+        waiting = server_factory(tmp_path, "--store-timeout", "1").start(admin_only=True)
+        reason = _unready_because(waiting, "cannot open the store sqlite:")
+        assert "did not answer within 1s" in reason
+        assert _health(waiting) == 200
+        assert not waiting.resp_listening.is_set()
+    assert waiting.resp_listening.wait(30), waiting.log
+    poll_until("/ready to be 200", lambda: _ready(waiting)[0] == 200 or None, 30)
+    assert len(writers(waiting)) == 1  # the failed attempts left no writer process behind
+    raw = RawClient(waiting.address)
+    try:
+        assert call(raw, "SET", "k", "v") == "OK"
+    finally:
+        raw.close()
+    assert "Traceback" not in waiting.log
+    assert waiting.log.count("cannot open the store") == 1  # said once, not at every attempt
+    assert "store opened after all" in waiting.log
+    assert waiting.stop() == 0
 
 
-def test_start_with_the_database_unreachable_fails_with_one_clear_line(tmp_path: Path) -> None:
+def test_an_unreachable_database_at_start_is_waited_for_unready(
+    server_factory: type[ServerProcess], tmp_path: Path
+) -> None:
+    """PostgreSQL down as the server starts: live, not ready with the reason (the password
+    redacted), and a SIGTERM ends the wait cleanly."""
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    done = _serve_once(tmp_path, f"postgresql://trainee:s3cret-pw@127.0.0.1:{port}/kv",
-                       "--store-timeout", "2")
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    assert "s3cret-pw" not in done.stderr  # the password is redacted
-    last = done.stderr.strip().splitlines()[-1]
-    assert last == (f"dumbkv: cannot open the store postgresql://trainee:***@127.0.0.1:{port}/kv:"
-                    " postgres backend error (ConnectionRefusedError)"), done.stderr
+    store = f"postgresql://trainee:s3cret-pw@127.0.0.1:{port}/kv"
+    waiting = server_factory(tmp_path, "--store-timeout", "2", store=store).start(
+        admin_only=True)
+    reason = _unready_because(waiting, "cannot open the store")
+    assert reason == (f"store: cannot open the store postgresql://trainee:***@127.0.0.1:{port}/kv:"
+                      " postgres backend error (ConnectionRefusedError)")
+    assert _health(waiting) == 200
+    assert waiting.stop() == 0
+    assert "s3cret-pw" not in waiting.log  # the password is redacted
+    assert "Traceback" not in waiting.log
+    assert waiting.log.rstrip().endswith("stopped")

@@ -97,13 +97,16 @@ async def _health(request: web.Request) -> web.Response:
 async def _ready(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     reasons = []
-    try:
-        async with asyncio.timeout(READY_TIMEOUT):
-            await state.store.ping()
-    except TimeoutError:
-        reasons.append(f"store did not answer within {READY_TIMEOUT:g}s")
-    except DumbKVError as exc:
-        reasons.append(f"store: {exc.message}")
+    if state.starting is not None:
+        reasons.append(state.starting)
+    else:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await state.store.ping()
+        except TimeoutError:
+            reasons.append(f"store did not answer within {READY_TIMEOUT:g}s")
+        except DumbKVError as exc:
+            reasons.append(f"store: {exc.message}")
     # Checked after the ping: a shutdown that began while it waited must show.
     if state.draining:
         reasons.insert(0, "draining: the server is shutting down")

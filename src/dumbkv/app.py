@@ -1,6 +1,9 @@
 """The server process: open the store, serve, sweep expired keys, keep the availability
 ledger, shut down in order.
 
+Start order: signal handlers, the ledger's ``start``, the admin port; then the store, tried
+again until it opens (live but not ready meanwhile); then the RESP port.
+
 Shutdown order on SIGINT/SIGTERM: stop accepting and stop reading from open connections, let
 the commands already read finish (bounded by ``shutdown_timeout``: their writes commit; any not
 started by then are answered with a server error), close the connections, close the store.
@@ -76,24 +79,62 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-async def start_server(config: Config) -> Server:
-    """Open the store for ``config`` and start listening: a running server without the
-    process's extras (signals, the expiry sweeper). ``crosscheck`` runs its targets so."""
+def _new_state(config: Config) -> ServerState:
+    """The server's state around a store not yet opened (a malformed store URL raises)."""
     store = create_store(config.store, timeout=config.store_timeout)
-    try:
-        await store.open()
-    except DumbKVError as exc:
-        raise StoreError(f"cannot open the store {redact_url(config.store)}: "
-                         f"{exc.message}") from None
     secret = config.secret.encode() if config.secret else None
     metrics = Metrics(store.backend, __version__)
-    server = Server(ServerState(config=config, store=store, crypto=Crypto(secret), metrics=metrics))
+    return ServerState(config=config, store=store, crypto=Crypto(secret), metrics=metrics)
+
+
+async def _open_store(state: ServerState) -> None:
+    try:
+        await state.store.open()
+    except DumbKVError as exc:
+        raise StoreError(f"cannot open the store {redact_url(state.config.store)}: "
+                         f"{exc.message}") from None
+
+
+async def _listen(state: ServerState) -> Server:
+    """Start listening on the RESP port over the opened store (closed again on failure)."""
+    server = Server(state)
     try:
         await server.start()
     except BaseException:
-        await store.close()
+        await state.store.close()
         raise
     return server
+
+
+async def start_server(config: Config) -> Server:
+    """Open the store for ``config`` and start listening: a running server without the
+    process's extras (signals, the expiry sweeper). ``crosscheck`` runs its targets so."""
+    state = _new_state(config)
+    await _open_store(state)
+    return await _listen(state)
+
+
+async def _open_store_until(state: ServerState, stop: asyncio.Event) -> bool:
+    """Open the store, trying again every store timeout while it cannot be opened (a database
+    that is down, a file locked by another process): the process stays up, /health answers
+    and /ready says why it is not ready, instead of exiting into a restart loop. False if
+    ``stop`` came first."""
+    failed = False
+    while not stop.is_set():
+        try:
+            await _open_store(state)
+        except StoreError as exc:
+            if not failed:
+                log.error("%s; trying again every %gs", exc.message, state.config.store_timeout)
+            failed = True
+            state.starting = f"store: {exc.message}"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), state.config.store_timeout)
+            continue
+        if failed:
+            log.info("store opened after all")
+        return True
+    return False
 
 
 async def stop_server(server: Server) -> None:
@@ -110,19 +151,18 @@ async def stop_server(server: Server) -> None:
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives."""
+    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives.
+
+    The admin port comes up first; then the store is opened (tried again until it opens, see
+    ``_open_store_until``) and the RESP port listens."""
     stop = stop or asyncio.Event()
-    server = await start_server(config)
-    state = server.state
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    try:
-        ledger = await asyncio.to_thread(open_ledger, config)
-    except BaseException:
-        await stop_server(server)
-        raise
+    state = _new_state(config)
+    state.starting = "starting: the store is being opened"
+    ledger = await asyncio.to_thread(open_ledger, config)
     await asyncio.to_thread(ledger.record, START)
     state.maintenance = ledger.maintenance
     state.metrics.add_gauge(
@@ -137,11 +177,20 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     admin = AdminServer(state, ledger=ledger)
     try:
         await admin.start(config.admin_host, config.admin_port)
+        log.info("admin listening on %s", ", ".join(admin.addresses))
+        server = await _listen(state) if await _open_store_until(state, stop) else None
     except BaseException:
-        await stop_server(server)
+        await admin.close()
         await asyncio.to_thread(ledger.record, STOP)
         ledger.close()
         raise
+    if server is None:  # stopped before the store opened
+        await admin.close()
+        await asyncio.to_thread(ledger.record, STOP)
+        ledger.close()
+        log.info("stopped")
+        return
+    state.starting = None  # the RESP port listens: ready
     _tune_gc()
     sweeper = asyncio.create_task(_sweep_forever(state))
     heartbeat_done = asyncio.Event()
@@ -149,7 +198,6 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     if state.maintenance:
         log.warning("a maintenance window is open (from before this start): /ready answers "
                     "503 until it is closed (dumbkv maintenance stop)")
-    log.info("admin listening on %s", ", ".join(admin.addresses))
     log.info("dumbkv %s listening on %s (store %s)", state.version,
              ", ".join(server.addresses), state.store.backend)
     try:

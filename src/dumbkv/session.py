@@ -104,6 +104,10 @@ class ServerState:
     draining: bool = False
     #: Set while a declared maintenance window is open: readiness turns 503.
     maintenance: bool = False
+    #: Why the server is not serving yet, at start (the store cannot be opened: the server
+    #: tries again; the RESP port is not listening yet); /ready answers 503 with it. None once
+    #: the RESP port listens.
+    starting: str | None = None
     #: The store's size on disk, refreshed by the sweeper (None until first measured).
     store_size: int | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
