@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -154,7 +155,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 # =========================================================================== record format
 def test_records_round_trip_and_damaged_lines_are_rejected() -> None:
-    for kind in ("start", "beat", "stop", "maint_start", "maint_stop", "origin"):
+    for kind in ("start", "beat", "resume", "stop", "maint_start", "maint_stop", "origin"):
         rec = Record(kind, 1_767_225_600_123)
         data = encode(rec)
         assert data == line(kind, 1_767_225_600_123)
@@ -324,7 +325,8 @@ def histories(draw: st.DrawFn) -> list[Record]:
         out.append(R("start", t))
         for _ in range(draw(st.integers(0, 4))):
             t += draw(st.integers(0, 3 * DAY_MS))
-            kind = draw(st.sampled_from(["beat", "beat", "maint_start", "maint_stop"]))
+            kind = draw(st.sampled_from(["beat", "beat", "resume", "maint_start",
+                                         "maint_stop"]))
             out.append(R(kind, t))
         if draw(st.booleans()):
             t += draw(st.integers(0, HOUR))
@@ -337,20 +339,66 @@ def histories(draw: st.DrawFn) -> list[Record]:
 def test_compaction_never_changes_availability(records: list[Record], data: st.DataObject) \
         -> None:
     cut = data.draw(st.integers(1, len(records)))
+    gap = data.draw(st.sampled_from([None, HOUR, DAY_MS]))  # the live tail's stall limit
     done, rest = records[:cut], records[cut:]
     compacted_at = done[-1].ms  # the ledger compacts on an append, stamped now
     compacted, dropped = compact(done, compacted_at, KEEP_MS)
     assert dropped == 0
-    assert len(compacted) <= 1 + 2 * len(timeline(done).runs) + 2 * len(timeline(done).windows)
+    tl = timeline(done)
+    assert len(compacted) <= 1 + sum(2 + 2 * len(r.gaps) for r in tl.runs) + 2 * len(tl.windows)
     last = records[-1].ms if rest else compacted_at
     for later in (0, 1, MIN, HOUR, DAY_MS):
         now = max(last, compacted_at) + later
         for window in (H2, D7):
             for running in (True, False):
-                assert availability(compacted + rest, now, window, running=running) == \
-                    availability(records, now, window, running=running), (window, running)
+                assert availability(compacted + rest, now, window, running=running,
+                                    max_gap_ms=gap) == \
+                    availability(records, now, window, running=running, max_gap_ms=gap), \
+                    (window, running)
     assert timeline(compacted + rest).maintenance_since == timeline(records).maintenance_since
     assert timeline(compacted).origin == timeline(done).origin
+
+
+def test_a_stall_before_a_resume_is_down() -> None:
+    """Beats every 5 s, then none for 60 s (SIGSTOP, a frozen loop: /health unanswered), then a
+    ``resume`` and beats again: the minute is down, also after compaction; a stop long after
+    the last beat is no stall (the heartbeat ends as the shutdown begins)."""
+    t0 = 100 * DAY_MS
+    beats = [R("beat", t0 + i * 5 * S) for i in range(1, 25)]  # up to t0 + 120 s
+    resumed = [R("resume", t0 + 180 * S),
+               *(R("beat", t0 + 180 * S + i * 5 * S) for i in range(1, 25))]  # to 300 s
+    records = [R("start", t0), *beats, *resumed]
+    now = t0 + 300 * S
+    counted = 300 - 30
+    assert availability(records, now, H2, running=False) == (counted - 60) / counted
+    assert timeline(records).runs[0].gaps == ((t0 + 120 * S, t0 + 180 * S),)
+    compacted, _ = compact(records, now)
+    assert compacted == [R("origin", t0), R("start", t0), R("beat", t0 + 120 * S),
+                         R("resume", t0 + 180 * S), R("beat", t0 + 300 * S)]
+    assert availability(compacted, now, H2, running=False) == (counted - 60) / counted
+    # The running process, asked right after a stall (its resume not written yet), was not
+    # up since its last beat; within the limit it is up until now.
+    assert availability(records[:25], t0 + 150 * S, H2, max_gap_ms=15 * S) == \
+        (120 - 30) / (150 - 30)
+    assert availability(records[:25], t0 + 130 * S, H2, max_gap_ms=15 * S) == 1.0
+    # A stop 40 s after the last beat (a long drain) is no stall.
+    stopped = [R("start", t0), *beats, R("stop", t0 + 160 * S)]
+    assert availability(stopped, t0 + 160 * S, H2, running=False) == 1.0
+
+
+def test_the_ledger_counts_a_stall_as_down(tmp_path: Path) -> None:
+    clock = FakeClock(100 * DAY_MS)
+    with Ledger(tmp_path, clock=clock, max_gap_ms=15 * S, startup_ms=0) as ledger:
+        ledger.record("start")
+        for _ in range(12):
+            clock.now += 5 * S
+            ledger.record("beat")
+        clock.now += 60 * S  # no beat for a minute: down since the last one, seen live
+        assert ledger.availability(H2) == 60 / 120
+        ledger.record("resume")  # the heartbeat after the stall: the minute stays down
+        assert ledger.availability(H2) == 60 / 120
+        assert ledger.report()["2h"] == 60 / 120
+    assert [k for k, _ in read_ledger(tmp_path)].count("resume") == 1
 
 
 def test_compaction_keeps_the_current_run_and_an_open_window_whatever_their_age() -> None:
@@ -694,6 +742,34 @@ def test_restart_after_a_crash_long_ago_counts_the_gap_and_excludes_both_starts(
 
 
 @sqlite_only
+def test_a_stopped_process_counts_as_down_once_it_resumes(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    """SIGSTOP past the stall limit (three heartbeats, at least 5 s): /health went unanswered,
+    so after SIGCONT the next heartbeat is a ``resume`` and the stall is downtime."""
+    srv = server_factory(tmp_path, *HEARTBEAT, "--startup-exclusion", "0").start()
+    records = wait_for("two heartbeats", lambda: beats_after(tmp_path, 0, 2))
+    assert srv.proc is not None
+    os.kill(srv.proc.pid, signal.SIGSTOP)
+    try:
+        last = max(ms for kind, ms in records if kind == "beat")
+        wait_for("the stall to outlast the 5 s limit",
+                 lambda: time.time() * 1000 - last > 6000 or None)
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+    after = wait_for("the resume record", lambda: next(
+        (r for r in read_ledger(tmp_path) if r[0] == "resume"), None))
+    stalled = after[1] - max(ms for kind, ms in read_ledger(tmp_path)
+                             if kind == "beat" and ms < after[1])
+    assert stalled > 6000
+    status, body = http("GET", srv.admin_url + "/availability")
+    since = body["since"]
+    assert status == 200
+    assert body["2h"] == pytest.approx(1 - stalled / (body["now"] - since), abs=0.01)
+    assert srv.stop() == 0
+
+
+@sqlite_only
 def test_clean_shutdown_writes_stop_last(server_factory: Factory, tmp_path: Path) -> None:
     srv = server_factory(tmp_path, *HEARTBEAT).start()
     wait_for("a heartbeat", lambda: beats_after(tmp_path, 0))
@@ -947,9 +1023,9 @@ def test_readme_documents_the_ledger() -> None:
     match = re.search(r"^## Availability ledger and maintenance\n(.*?)(?=^## )", text, re.M | re.S)
     assert match, "README has no '## Availability ledger and maintenance' section"
     section = match.group(1)
-    examples = re.findall(r"^((?:start|beat|stop|maint_start|maint_stop) \d+ [0-9a-f]{8})$",
-                          section, re.M)
-    assert len(examples) == 5
+    examples = re.findall(
+        r"^((?:start|beat|resume|stop|maint_start|maint_stop) \d+ [0-9a-f]{8})$", section, re.M)
+    assert len(examples) == 6
     for example in examples:
         assert decode(example.encode()) is not None, example  # real checksums
     for flag in ("--data-dir", "--heartbeat-interval", "--startup-exclusion", "--admin-token",

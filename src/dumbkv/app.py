@@ -24,7 +24,7 @@ from .admin import AdminServer
 from .config import Config, redact_url
 from .crypto import Crypto
 from .errors import DumbKVError, StoreError
-from .ledger import BEAT, START, STOP, WINDOWS, Ledger
+from .ledger import BEAT, RESUME, START, STOP, WINDOWS, Ledger
 from .metrics import Metrics
 from .server import Server
 from .session import ServerState
@@ -51,22 +51,38 @@ async def _sweep_forever(state: ServerState) -> None:
             log.debug("expiry sweep removed %d keys", removed)
 
 
-async def _heartbeat(ledger: Ledger, interval: float, done: asyncio.Event) -> None:
-    """A ``beat`` record every ``interval`` seconds until ``done`` (the fsync runs in a worker
-    thread, off the event loop). Awaited at shutdown, so no beat lands after ``stop``."""
+def stall_limit(config: Config) -> float:
+    """Seconds the event loop may fall behind its heartbeat before the time counts as down:
+    three intervals, and at least 5 s (a loaded machine's hiccup is no outage; /health
+    probes time out after a few seconds)."""
+    return max(3 * config.heartbeat_interval, 5.0)
+
+
+async def _heartbeat(ledger: Ledger, config: Config, done: asyncio.Event) -> None:
+    """A ``beat`` record every heartbeat interval until ``done`` (the fsync runs in a worker
+    thread, off the event loop), or a ``resume`` when the loop woke up more than
+    ``stall_limit`` after the previous record was written: it was stalled (SIGSTOP, a frozen
+    loop), and so was /health. A slow disk is no stall: the clock restarts once a record is
+    written. Awaited at shutdown, so no beat lands after ``stop``."""
+    loop = asyncio.get_running_loop()
+    interval, limit = config.heartbeat_interval, stall_limit(config)
+    written = loop.time()
     while not done.is_set():
         try:
             await asyncio.wait_for(done.wait(), interval)
         except TimeoutError:
+            kind = RESUME if loop.time() - written > limit else BEAT
             try:
-                await asyncio.to_thread(ledger.record, BEAT)
+                await asyncio.to_thread(ledger.record, kind)
             except Exception:  # the ledger handles I/O errors; this is a bug: keep beating
                 log.exception("availability ledger heartbeat failed")
+            written = loop.time()
 
 
 def open_ledger(config: Config) -> Ledger:
     """The data directory's availability ledger, read (and repaired if need be)."""
-    return Ledger(config.data_dir, startup_ms=round(config.startup_exclusion * 1000)).open()
+    return Ledger(config.data_dir, startup_ms=round(config.startup_exclusion * 1000),
+                  max_gap_ms=round(stall_limit(config) * 1000)).open()
 
 
 def _tune_gc() -> None:
@@ -194,7 +210,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     _tune_gc()
     sweeper = asyncio.create_task(_sweep_forever(state))
     heartbeat_done = asyncio.Event()
-    heartbeat = asyncio.create_task(_heartbeat(ledger, config.heartbeat_interval, heartbeat_done))
+    heartbeat = asyncio.create_task(_heartbeat(ledger, config, heartbeat_done))
     if state.maintenance:
         log.warning("a maintenance window is open (from before this start): /ready answers "
                     "503 until it is closed (dumbkv maintenance stop)")

@@ -9,6 +9,9 @@ The file ``<data dir>/availability.log`` holds one record a line, appended, flus
 
 ``start``        the server began to serve
 ``beat``         a heartbeat, every ``--heartbeat-interval`` seconds
+``resume``       a heartbeat after a stall: the event loop woke up too late (SIGSTOP, a frozen
+                 loop; the server's limit is three intervals, at least 5 s): the time since
+                 the run's previous record is down
 ``stop``         a clean shutdown
 ``maint_start``  a maintenance window opened (``POST /maintenance/start``)
 ``maint_stop``   it closed
@@ -17,12 +20,16 @@ The file ``<data dir>/availability.log`` holds one record a line, appended, flus
 
 **Up and down.** A run is up from its ``start`` to its last ``beat`` or its ``stop``; the
 current run is up until now. Whatever no run covers is down: after a SIGKILL and a restart the
-gap since the last heartbeat is downtime. Time before the ledger's first record is not counted
-at all (a new install is not 0 % available). Left out of both the up-time and the time counted:
-the first ``startup_exclusion`` seconds after each ``start`` (30 s by default; only while the
-run lasts, so a crash loop's downtime counts) and maintenance
-windows (``maint_start`` to ``maint_stop``, or to now while open; a restart does not close a
-window). ``availability = up / counted``, and None (no data) when nothing is counted.
+gap since the last heartbeat is downtime. So is the time before a ``resume``, back to the
+run's previous record: the heartbeat did not run, the process was stalled and its probes went
+unanswered. The running process asking is up until now only if its last record is at most
+``max_gap_ms`` old (the server's stall limit); else up to that record.
+Time before the ledger's first record is not counted at all (a new install is not 0 %
+available). Left out of both the up-time and the time counted: the first
+``startup_exclusion`` seconds after each ``start`` (30 s by default; only while the run lasts,
+so a crash loop's downtime counts) and maintenance windows (``maint_start`` to
+``maint_stop``, or to now while open; a restart does not close a window).
+``availability = up / counted``, and None (no data) when nothing is counted.
 
 **Crash safety.** Records are appended with one ``write`` and an ``fsync``. On open, a line
 with a wrong checksum, binary junk or a truncated last line (a crash mid-write) is dropped with
@@ -67,6 +74,7 @@ __all__ = [
     "MAINT_STOP",
     "MAX_LINES",
     "ORIGIN",
+    "RESUME",
     "START",
     "STARTUP_EXCLUSION_MS",
     "STOP",
@@ -84,10 +92,10 @@ __all__ = [
 
 log = logging.getLogger("dumbkv.ledger")
 
-START, BEAT, STOP = "start", "beat", "stop"
+START, BEAT, RESUME, STOP = "start", "beat", "resume", "stop"
 MAINT_START, MAINT_STOP = "maint_start", "maint_stop"
 ORIGIN = "origin"
-KINDS = frozenset({START, BEAT, STOP, MAINT_START, MAINT_STOP, ORIGIN})
+KINDS = frozenset({START, BEAT, RESUME, STOP, MAINT_START, MAINT_STOP, ORIGIN})
 
 FILE_NAME = "availability.log"
 HOUR_MS = 3_600_000
@@ -149,6 +157,9 @@ class Run:
     #: The last beat or the stop (``start`` when there was neither).
     end: int
     stopped: bool
+    #: From a record to the ``resume`` after it: the process was stalled (SIGSTOP, a frozen
+    #: event loop), not up.
+    gaps: tuple[Interval, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,19 +186,24 @@ def timeline(records: Iterable[Record]) -> Timeline:
     windows: list[tuple[int, int | None]] = []
     origin: int | None = None
     current: tuple[int, int] | None = None  # (start, end) of the run being read
+    gaps: list[Interval] = []
     opened: int | None = None
     for r in records:
         if r.kind == START:
             if current is not None:
-                runs.append(Run(current[0], current[1], stopped=False))
+                runs.append(Run(current[0], current[1], stopped=False, gaps=tuple(gaps)))
             current = (r.ms, r.ms)
+            gaps = []
             origin = r.ms if origin is None else min(origin, r.ms)
-        elif r.kind == BEAT:
+        elif r.kind in (BEAT, RESUME):
             if current is not None:
+                if r.kind == RESUME and r.ms > current[1]:
+                    gaps.append((current[1], r.ms))
                 current = (current[0], max(current[1], r.ms))
         elif r.kind == STOP:
             if current is not None:
-                runs.append(Run(current[0], max(current[1], r.ms), stopped=True))
+                runs.append(Run(current[0], max(current[1], r.ms), stopped=True,
+                                gaps=tuple(gaps)))
                 current = None
         elif r.kind == MAINT_START:
             if opened is None:
@@ -199,7 +215,7 @@ def timeline(records: Iterable[Record]) -> Timeline:
         elif r.kind == ORIGIN:
             origin = r.ms if origin is None else min(origin, r.ms)
     if current is not None:
-        runs.append(Run(current[0], current[1], stopped=False))
+        runs.append(Run(current[0], current[1], stopped=False, gaps=tuple(gaps)))
     if opened is not None:
         windows.append((opened, None))
     return Timeline(tuple(runs), tuple(windows), origin)
@@ -255,13 +271,16 @@ def _length(intervals: Iterable[Interval]) -> int:
 
 
 def availability(records: Sequence[Record] | Timeline, now_ms: int, window_ms: int, *,
-                 startup_ms: int = STARTUP_EXCLUSION_MS, running: bool = True) -> float | None:
+                 startup_ms: int = STARTUP_EXCLUSION_MS, running: bool = True,
+                 max_gap_ms: int | None = None) -> float | None:
     """Up-time over the ``window_ms`` ending at ``now_ms``, as a ratio 0..1; None when nothing
     in the window is counted (a new install's first seconds, a maintenance window covering it
     all): no data, which is neither up nor down.
 
     ``running``: the last run, when it has no ``stop``, is the process asking, so it is up until
-    now. Otherwise (reading the ledger of a stopped server) runs end at their last record.
+    now (unless its last record is more than ``max_gap_ms`` old: a stall that just ended, whose
+    ``resume`` is not written yet). Otherwise (reading the ledger of a stopped server) runs end
+    at their last record. A run's stalls (before each ``resume``) are down.
     """
     tl = records if isinstance(records, Timeline) else timeline(records)
     if tl.origin is None:
@@ -269,24 +288,29 @@ def availability(records: Sequence[Record] | Timeline, now_ms: int, window_ms: i
     lo, hi = max(now_ms - window_ms, tl.origin), now_ms
     if hi <= lo:
         return None
-    up: list[Interval] = []
+    lives: list[Interval] = []
+    gaps: list[Interval] = []
     for index, run in enumerate(tl.runs):
-        last = index == len(tl.runs) - 1
-        end = now_ms if last and running and not run.stopped else run.end
-        up.append((run.start, end))
+        end = run.end
+        current = index == len(tl.runs) - 1 and running and not run.stopped
+        if current and (max_gap_ms is None or now_ms - run.end <= max_gap_ms):
+            end = now_ms
+        lives.append((run.start, end))
+        gaps += run.gaps
     # A run's start-up is left out only while it lasts: the downtime after a run that ended
     # within its first seconds (a crash loop) is counted.
-    excluded = _merge([(start, min(start + startup_ms, end)) for start, end in up]
+    excluded = _merge([(start, min(start + startup_ms, end)) for start, end in lives]
                       + [(a, now_ms if b is None else b) for a, b in tl.windows])
     counted = _subtract([(lo, hi)], excluded)
     total = _length(counted)
     if total <= 0:
         return None
-    return min(1.0, _length(_intersect(_merge(up), counted)) / total)
+    up = _subtract(_merge(lives), _merge(gaps))
+    return min(1.0, _length(_intersect(up, counted)) / total)
 
 
 def _run_cost(run: Run) -> int:
-    return 1 if run.end == run.start and not run.stopped else 2
+    return (1 if run.end == run.start and not run.stopped else 2) + 2 * len(run.gaps)
 
 
 def _window_cost(window: tuple[int, int | None]) -> int:
@@ -296,9 +320,10 @@ def _window_cost(window: tuple[int, int | None]) -> int:
 def compact(records: Sequence[Record], now_ms: int, keep_ms: int = KEEP_MS,
             limit: int | None = None) -> tuple[list[Record], int]:
     """The few records that describe the same history from ``now_ms - keep_ms`` on: ``origin``,
-    then ``start`` + last ``beat`` (or ``stop``) for each run, then ``maint_start`` (+
-    ``maint_stop``) for each window. Runs and windows that ended before the horizon go; an open
-    window and the current run (the last, unless stopped) stay, whatever their age. With
+    then ``start``, a ``beat`` and a ``resume`` around each stall, and the last ``beat`` (or
+    ``stop``) for each run, then ``maint_start`` (+ ``maint_stop``) for each window. Runs and
+    windows that ended before the horizon go; an open window and the current run (the last,
+    unless stopped) stay, whatever their age. With
     ``limit``, the oldest runs and windows also go until at most ``limit`` records are left.
     Returns (records, how many runs and windows the limit dropped)."""
     tl = timeline(records)
@@ -329,6 +354,8 @@ def compact(records: Sequence[Record], now_ms: int, keep_ms: int = KEEP_MS,
         out.append(Record(ORIGIN, tl.origin))
     for run in runs:
         out.append(Record(START, run.start))
+        for a, b in run.gaps:
+            out += [Record(BEAT, a), Record(RESUME, b)]
         if run.stopped:
             out.append(Record(STOP, run.end))
         elif run.end != run.start:
@@ -349,7 +376,8 @@ class Ledger:
     def __init__(self, directory: str | os.PathLike[str], *,
                  clock: Callable[[], int] = wall_ms,
                  startup_ms: int = STARTUP_EXCLUSION_MS,
-                 max_lines: int = MAX_LINES, keep_ms: int = KEEP_MS) -> None:
+                 max_lines: int = MAX_LINES, keep_ms: int = KEEP_MS,
+                 max_gap_ms: int | None = None) -> None:
         if max_lines < 16:
             raise ValueError("max_lines must be at least 16")
         self.directory = Path(directory)
@@ -358,6 +386,10 @@ class Ledger:
         self.startup_ms = startup_ms
         self.max_lines = max_lines
         self.keep_ms = keep_ms
+        #: The running process is up until now only while its last record is at most this
+        #: old (else it was stalled since; its ``resume`` comes with the next heartbeat).
+        #: None: always up until now.
+        self.max_gap_ms = max_gap_ms
         #: False when the ledger lives in memory only (directory not writable, or locked).
         self.persistent = False
         self._records: list[Record] = []
@@ -627,14 +659,16 @@ class Ledger:
     def availability(self, window_ms: int, now_ms: int | None = None) -> float | None:
         """The availability over ``window_ms`` ending now (this process is the current run)."""
         now = self.clock() if now_ms is None else now_ms
-        return availability(self._view, now, window_ms, startup_ms=self.startup_ms)
+        return availability(self.timeline(), now, window_ms, startup_ms=self.startup_ms,
+                            max_gap_ms=self.max_gap_ms)
 
     def report(self, now_ms: int | None = None) -> dict[str, float | int | bool | None]:
         """What ``GET /availability`` answers."""
         now = self.clock() if now_ms is None else now_ms
         tl = self.timeline()
         out: dict[str, float | int | bool | None] = {
-            label: availability(tl, now, ms, startup_ms=self.startup_ms)
+            label: availability(tl, now, ms, startup_ms=self.startup_ms,
+                                max_gap_ms=self.max_gap_ms)
             for label, ms in WINDOWS.items()
         }
         out.update({
