@@ -29,7 +29,7 @@ ALERTS = {
     "DumbKVDown", "DumbKVAvailabilityLow", "DumbKVLatencyHigh", "DumbKVErrorRateHigh",
     "DumbKVCPUNearLimit", "DumbKVMemoryNearLimit", "DumbKVStorageNearFull",
     "DumbKVBackendsInconsistent", "DumbKVAvailabilityBudgetBurn", "DumbKVErrorBudgetBurn",
-    "DumbKVLatencyBudgetBurn",
+    "DumbKVLatencyBudgetBurn", "DumbKVNotReady", "DumbKVMaintenanceWindowLong",
 }
 SEVERITIES = {"critical", "warning", "page", "ticket"}
 PROMTOOL_TIMEOUT = 300
@@ -73,7 +73,7 @@ def test_promtool_check_rules(tmp_path: Path) -> None:
     result = run_promtool("check", "rules", RULES_FILE, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules())} rules found" in result.stdout, result.stdout
-    assert len(rules()) == 44
+    assert len(rules()) == 46
 
 
 def test_promtool_unit_tests_pass(tmp_path: Path) -> None:
