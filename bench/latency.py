@@ -161,7 +161,13 @@ async def load(args: argparse.Namespace, endpoint: Endpoint) -> tuple[Stats, flo
         raise ServerError(f"could not open any connection to {endpoint}")
     value = b"x" * args.data_size
     if args.fill and args.ratio_set < 1:
-        await fill(clients[0], args.keyspace, value)
+        try:
+            async with asyncio.timeout(args.timeout):
+                await fill(clients[0], args.keyspace, value)
+        except TimeoutError:
+            await asyncio.gather(*(client.close() for client in clients))
+            raise ServerError(f"filling the keyspace took more than --timeout "
+                              f"{args.timeout:g} s") from None
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     stop_at = loop.time() + args.seconds

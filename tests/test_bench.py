@@ -33,6 +33,7 @@ class _BreakingServer(socketserver.ThreadingTCPServer):
         self.budget = budget
         self.lock = threading.Lock()
         self.msets = 0
+        self.hang_on_mset = False
 
     def take(self) -> bool:
         with self.lock:
@@ -53,6 +54,9 @@ class _Handler(socketserver.BaseRequestHandler):
                 if name == b"PING":
                     replies.append(b"+PONG\r\n")
                 elif name == b"MSET":
+                    if self.server.hang_on_mset:
+                        sock.recv(1)  # until the client gives up and closes
+                        return
                     with self.server.lock:
                         self.server.msets += 1
                     replies.append(b"+OK\r\n")
@@ -112,3 +116,16 @@ def test_a_healthy_server_passes_after_the_fill() -> None:
     assert code == 0, report
     assert report["slo"]["pass"] is True and report["filled"] is True
     assert report["commands"] > 0 and report["lost"] == 0 and not report["connection_errors"]
+
+
+def test_a_server_that_never_answers_the_fill_cannot_run(
+    breaking_server: _BreakingServer,
+) -> None:
+    """MSET answered never (the server hangs): the run ends after --timeout with exit 2."""
+    breaking_server.hang_on_mset = True
+    port = breaking_server.server_address[1]
+    done = subprocess.run([sys.executable, str(LATENCY), "--address", f"127.0.0.1:{port}",
+                           "-c", "2", "-r", "10", "--seconds", "1", "--timeout", "1"],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "filling the keyspace took more than --timeout 1 s" in done.stderr

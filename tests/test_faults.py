@@ -115,10 +115,15 @@ def test_a_store_locked_at_start_is_waited_for_unready(
     server = server_factory(tmp_path).start()  # creates the database and its schema
     assert server.stop() == 0
     with StoreSQL(server.store) as other, other.write_lock():
-        waiting = server_factory(tmp_path, "--store-timeout", "1").start(admin_only=True)
+        waiting = server_factory(tmp_path, "--store-timeout", "1", "--heartbeat-interval",
+                                 "0.2").start(admin_only=True)
+        # The busy timeout or the open's own timeout, whichever ends first: both are 1 s.
         reason = _unready_because(waiting, "cannot open the store sqlite:")
-        assert "did not answer within 1s" in reason
+        assert "did not answer within 1s" in reason or "(OperationalError)" in reason
         assert _health(waiting) == 200
+        # Live meanwhile (/health answers): the availability ledger beats.
+        poll_until("heartbeats while the store is waited for", lambda: (
+            (tmp_path / "availability.log").read_text().count("\nbeat ") >= 2 or None), 30)
         assert not waiting.resp_listening.is_set()
     assert waiting.resp_listening.wait(30), waiting.log
     poll_until("/ready to be 200", lambda: _ready(waiting)[0] == 200 or None, 30)

@@ -1,8 +1,8 @@
 """The server process: open the store, serve, sweep expired keys, keep the availability
 ledger, shut down in order.
 
-Start order: signal handlers, the ledger's ``start``, the admin port; then the store, tried
-again until it opens (live but not ready meanwhile); then the RESP port.
+Start order: signal handlers, the ledger's ``start`` and its heartbeat, the admin port; then
+the store, tried again until it opens (live but not ready meanwhile); then the RESP port.
 
 Shutdown order on SIGINT/SIGTERM: stop accepting and stop reading from open connections, let
 the commands already read finish (bounded by ``shutdown_timeout``: their writes commit; any not
@@ -24,7 +24,8 @@ from .admin import AdminServer
 from .config import Config, redact_url
 from .crypto import Crypto
 from .errors import DumbKVError, StoreError
-from .ledger import BEAT, RESUME, START, STOP, WINDOWS, Ledger
+from .heartbeat import Heartbeat, stall_limit
+from .ledger import START, STOP, WINDOWS, Ledger
 from .metrics import Metrics
 from .server import Server
 from .session import ServerState
@@ -51,38 +52,20 @@ async def _sweep_forever(state: ServerState) -> None:
             log.debug("expiry sweep removed %d keys", removed)
 
 
-def stall_limit(config: Config) -> float:
-    """Seconds the event loop may fall behind its heartbeat before the time counts as down:
-    three intervals, and at least 5 s (a loaded machine's hiccup is no outage; /health
-    probes time out after a few seconds)."""
-    return max(3 * config.heartbeat_interval, 5.0)
-
-
-async def _heartbeat(ledger: Ledger, config: Config, done: asyncio.Event) -> None:
-    """A ``beat`` record every heartbeat interval until ``done`` (the fsync runs in a worker
-    thread, off the event loop), or a ``resume`` when the loop woke up more than
-    ``stall_limit`` after the previous record was written: it was stalled (SIGSTOP, a frozen
-    loop), and so was /health. A slow disk is no stall: the clock restarts once a record is
-    written. Awaited at shutdown, so no beat lands after ``stop``."""
-    loop = asyncio.get_running_loop()
-    interval, limit = config.heartbeat_interval, stall_limit(config)
-    written = loop.time()
-    while not done.is_set():
-        try:
-            await asyncio.wait_for(done.wait(), interval)
-        except TimeoutError:
-            kind = RESUME if loop.time() - written > limit else BEAT
-            try:
-                await asyncio.to_thread(ledger.record, kind)
-            except Exception:  # the ledger handles I/O errors; this is a bug: keep beating
-                log.exception("availability ledger heartbeat failed")
-            written = loop.time()
-
-
 def open_ledger(config: Config) -> Ledger:
     """The data directory's availability ledger, read (and repaired if need be)."""
     return Ledger(config.data_dir, startup_ms=round(config.startup_exclusion * 1000),
                   max_gap_ms=round(stall_limit(config) * 1000)).open()
+
+
+async def _close_ledger(admin: AdminServer, heartbeat: Heartbeat, ledger: Ledger,
+                        timeout: float) -> None:
+    """The end of a run: no more beats, the ``stop`` record, then the admin port (so /health
+    answered up to the stop record)."""
+    await heartbeat.stop(timeout)
+    await asyncio.to_thread(ledger.record, STOP)
+    ledger.close()
+    await admin.close()
 
 
 def _tune_gc() -> None:
@@ -190,27 +173,24 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         lambda: {(label,): ratio for label, ms in WINDOWS.items()
                  if (ratio := ledger.availability(ms)) is not None},
     )
+    # Up from here on (/health answers), also while the store is being opened: beat.
+    heartbeat = Heartbeat(ledger, config.heartbeat_interval, stall_limit(config))
+    heartbeat.start()
     admin = AdminServer(state, ledger=ledger)
     try:
         await admin.start(config.admin_host, config.admin_port)
         log.info("admin listening on %s", ", ".join(admin.addresses))
         server = await _listen(state) if await _open_store_until(state, stop) else None
     except BaseException:
-        await admin.close()
-        await asyncio.to_thread(ledger.record, STOP)
-        ledger.close()
+        await _close_ledger(admin, heartbeat, ledger, config.shutdown_timeout)
         raise
     if server is None:  # stopped before the store opened
-        await admin.close()
-        await asyncio.to_thread(ledger.record, STOP)
-        ledger.close()
+        await _close_ledger(admin, heartbeat, ledger, config.shutdown_timeout)
         log.info("stopped")
         return
     state.starting = None  # the RESP port listens: ready
     _tune_gc()
     sweeper = asyncio.create_task(_sweep_forever(state))
-    heartbeat_done = asyncio.Event()
-    heartbeat = asyncio.create_task(_heartbeat(ledger, config, heartbeat_done))
     if state.maintenance:
         log.warning("a maintenance window is open (from before this start): /ready answers "
                     "503 until it is closed (dumbkv maintenance stop)")
@@ -226,15 +206,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
-        heartbeat_done.set()
         try:
             await stop_server(server)
         finally:
-            # Up until here: /health answered throughout. The heartbeat's last fsync first.
-            await asyncio.wait([heartbeat], timeout=config.shutdown_timeout)
-            await asyncio.to_thread(ledger.record, STOP)
-            ledger.close()
-            await admin.close()
+            # Up until here: /health answered (and the heartbeat beat) throughout.
+            await _close_ledger(admin, heartbeat, ledger, config.shutdown_timeout)
         log.info("stopped")
 
 

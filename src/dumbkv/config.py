@@ -73,10 +73,10 @@ def redact_url(url: str) -> str:
     if parts.password is not None:
         host = parts.netloc.rsplit("@", 1)[-1]
         url = url.replace(parts.netloc, f"{parts.username or ''}:***@{host}", 1)
-    if "password" in parts.query.lower():
-        query = [(name, "***" if "password" in name.lower() else value)
-                 for name, value in parse_qsl(parts.query, keep_blank_values=True)]
-        url = url.replace("?" + parts.query, "?" + urlencode(query, safe="*"), 1)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)  # names decoded: %70assword too
+    if any("password" in name.lower() for name, _ in pairs):
+        query = [(name, "***" if "password" in name.lower() else value) for name, value in pairs]
+        url = url.replace("?" + parts.query, "?" + urlencode(query, safe="*/"), 1)
     return url
 
 

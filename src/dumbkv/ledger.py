@@ -60,7 +60,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -329,8 +329,10 @@ def compact(records: Sequence[Record], now_ms: int, keep_ms: int = KEEP_MS,
     tl = timeline(records)
     horizon = now_ms - keep_ms
     last = len(tl.runs) - 1
-    # The last run, unless stopped, is the current one (up until now): it always stays.
-    runs = [r for i, r in enumerate(tl.runs)
+    # The last run, unless stopped, is the current one (up until now): it always stays. Stalls
+    # that ended before the horizon go (no window reaches back to them).
+    runs = [replace(r, gaps=tuple(g for g in r.gaps if g[1] >= horizon))
+            for i, r in enumerate(tl.runs)
             if max(r.start, r.end) >= horizon or (i == last and not r.stopped)]
     windows = [w for w in tl.windows if w[1] is None or max(w[0], w[1]) >= horizon]
     dropped = 0
@@ -358,7 +360,7 @@ def compact(records: Sequence[Record], now_ms: int, keep_ms: int = KEEP_MS,
             out += [Record(BEAT, a), Record(RESUME, b)]
         if run.stopped:
             out.append(Record(STOP, run.end))
-        elif run.end != run.start:
+        elif run.end != (run.gaps[-1][1] if run.gaps else run.start):
             out.append(Record(BEAT, run.end))
     for opened, closed in windows:
         out.append(Record(MAINT_START, opened))
