@@ -512,13 +512,18 @@ def test_ready_fails_when_the_sqlite_file_is_deleted(
 def test_crosscheck_push_sets_the_gauges(server: ServerProcess) -> None:
     figures = {"identical_ratio": 0.995, "failure_rate_a": 0.0125,
                "failure_rate_b": 0.03, "failure_rate_difference": 0.0175}
+    pushed = "dumbkv_crosscheck_last_push_timestamp_seconds"
+    assert not Scrape(server).matching(pushed)  # absent until a push
+    before = time.time()
     status, _, body = http("POST", server.admin_url + "/crosscheck",
                            json.dumps(figures).encode())
+    after = time.time()
     assert status == 200, body
     assert json.loads(body)["status"] == "stored"
     scrape = Scrape(server)
     for name, value in figures.items():
         assert scrape.value("dumbkv_crosscheck", figure=name) == value
+    assert before <= scrape.value(pushed) <= after
 
     bad_bodies = [
         b"{not json",
@@ -913,9 +918,11 @@ def test_ready_during_store_close_does_not_hang_shutdown(
                  lambda: _pg_has_unread_request(pg_cluster.port), 0.8)
         srv.proc.send_signal(signal.SIGTERM)
         wait_for("the shutdown to start", lambda: "shutting down" in srv.log, 0.8)
-        # The store is closed by now (nothing to drain): /ready says so at once.
+        # Unready from the start of the shutdown, whatever the store (closed by now, or its
+        # ping still waiting for the frozen PostgreSQL on a loaded machine) says.
         status, body = get_json(srv.admin_url + "/ready")
-        assert status == 503 and any(r.startswith("store: ") for r in body["reasons"]), body
+        assert status == 503 and body["reasons"][0] == "draining: the server is shutting down"
+        assert len(body["reasons"]) == 2 and body["reasons"][1].startswith("store"), body
     finally:
         pg_cluster.thaw()  # the probe's ping completes now, after the store closed
     probe.join(10)

@@ -132,9 +132,10 @@ async def _crosscheck(request: web.Request) -> web.Response:
     if len(figures) != len(_FIGURES) or not all(0.0 <= v <= 1.0 for v in figures.values()):
         return _json({"error": f"expected a JSON object with numbers from 0 to 1 "
                                f"{list(_FIGURES)}"}, 400)
-    gauge = request.app[_STATE].metrics.crosscheck
+    metrics = request.app[_STATE].metrics
     for name, value in figures.items():
-        gauge.labels(name).set(value)
+        metrics.crosscheck.labels(name).set(value)
+    metrics.crosscheck_pushed_at = time.time()
     return _json({"status": "stored", "figures": figures})
 
 

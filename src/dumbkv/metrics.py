@@ -183,6 +183,14 @@ class Metrics:
             "failure_rate_a, failure_rate_b, failure_rate_difference).",
             ["figure"], registry=r,
         )
+        #: When the last cross-check was pushed (Unix seconds), None before any push.
+        self.crosscheck_pushed_at: float | None = None
+        self.add_gauge(
+            "dumbkv_crosscheck_last_push_timestamp_seconds",
+            "When the figures of dumbkv_crosscheck were pushed (Unix time); absent until then.",
+            [], lambda: {} if self.crosscheck_pushed_at is None else
+            {(): self.crosscheck_pushed_at},
+        )
         self.up = Gauge("dumbkv_up", "1 while the server runs.", registry=r)
         self.up.set(1)
         Gauge("dumbkv_build_info", "Version and store backend; always 1.",
