@@ -1098,3 +1098,19 @@ async def test_a_slow_disk_is_no_stall(tmp_path: Path) -> None:
 
     kinds = await _heartbeat_records(tmp_path, slow_disk)
     assert "resume" not in kinds, kinds
+
+
+def test_a_wall_clock_stepped_during_a_run_does_not_move_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default clock reads Unix time once, then goes by the monotonic clock: a step of
+    the wall clock (NTP, ``date -s``) an hour back or forward leaves the records in order."""
+    with Ledger(tmp_path) as ledger:
+        first = ledger.record("start").ms
+        assert abs(first - time.time() * 1000) < 5_000
+        real = time.time_ns
+        for step in (-HOUR, +HOUR):
+            monkeypatch.setattr(time, "time_ns", lambda: real() + step * 1_000_000)
+            beat = ledger.record("beat").ms
+            assert 0 <= beat - first < 5_000  # not an hour off
+    assert [k for k, _ in read_ledger(tmp_path)] == ["start", "beat", "beat"]

@@ -86,6 +86,7 @@ __all__ = [
     "compact",
     "decode",
     "encode",
+    "steady_wall_ms",
     "timeline",
     "wall_ms",
 ]
@@ -111,8 +112,16 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
 def wall_ms() -> int:
-    """Now, in Unix milliseconds: the ledger's clock (it must survive restarts)."""
+    """Now, in Unix milliseconds."""
     return time.time_ns() // 1_000_000
+
+
+def steady_wall_ms() -> Callable[[], int]:
+    """The ledger's clock: Unix milliseconds read once, then advanced by the monotonic clock.
+    Records must survive restarts (so: Unix time), but a clock stepped during a run (NTP, a
+    trainee's ``date -s``) must not move the run's records back or forth."""
+    anchor_wall, anchor_mono = time.time_ns(), time.monotonic_ns()
+    return lambda: (anchor_wall + time.monotonic_ns() - anchor_mono) // 1_000_000
 
 
 # --------------------------------------------------------------------------- records
@@ -376,7 +385,7 @@ class Ledger:
     event loop."""
 
     def __init__(self, directory: str | os.PathLike[str], *,
-                 clock: Callable[[], int] = wall_ms,
+                 clock: Callable[[], int] | None = None,
                  startup_ms: int = STARTUP_EXCLUSION_MS,
                  max_lines: int = MAX_LINES, keep_ms: int = KEEP_MS,
                  max_gap_ms: int | None = None) -> None:
@@ -384,7 +393,8 @@ class Ledger:
             raise ValueError("max_lines must be at least 16")
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
-        self.clock = clock
+        #: Unix milliseconds; by default steady within this process (``steady_wall_ms``).
+        self.clock = clock if clock is not None else steady_wall_ms()
         self.startup_ms = startup_ms
         self.max_lines = max_lines
         self.keep_ms = keep_ms
