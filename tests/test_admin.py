@@ -697,6 +697,28 @@ def _restart_and_check(factory: Factory, data_dir: Path, counters: dict[str, int
         check.close()
 
 
+def test_shutdown_delay_serves_while_unready(server_factory: Factory, tmp_path: Path) -> None:
+    """--shutdown-delay: after SIGTERM the server answers /ready 503 at once, and still takes
+    new RESP connections and commands for the delay; then it stops as usual."""
+    srv = server_factory(tmp_path, "--shutdown-delay", "3").start()
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGTERM)
+    wait_for("the delay to begin", lambda: "the RESP port closes in 3s" in srv.log, 10)
+    status, body = get_json(srv.admin_url + "/ready")
+    assert status == 503 and body["reasons"][0] == "draining: the server is shutting down"
+    with socket.create_connection(srv.address, timeout=5) as late:  # still accepted
+        late.sendall(b"SET after-sigterm 1\r\nGET after-sigterm\r\n")
+        reply = b""
+        while reply.count(b"\r\n") < 3:
+            chunk = late.recv(1024)
+            assert chunk, reply
+            reply += chunk
+    assert reply == b"+OK\r\n$1\r\n1\r\n"
+    assert srv.proc.wait(30) == 0
+    lines = srv.log
+    assert lines.index("the RESP port closes in 3s") < lines.index("no new connections")
+
+
 def test_graceful_shutdown_under_load_loses_no_acknowledged_write(
     server_factory: Factory, tmp_path: Path
 ) -> None:

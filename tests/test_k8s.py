@@ -242,15 +242,18 @@ def test_resources_and_security(name: str) -> None:
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_grace_period_outlasts_the_shutdown_timeout(name: str) -> None:
-    """The slowest clean stop: the drain, then the batches in flight (one store timeout),
-    then closing the store (two more on PostgreSQL: a graceful close, then terminate)."""
+    """The slowest clean stop: the delay, the drain, then the batches in flight (one store
+    timeout), then closing the store (two more on PostgreSQL: a graceful close, then
+    terminate)."""
     objs = overlay(name)
     c = container(objs)
+    delay = float(literal(c, "DUMBKV_SHUTDOWN_DELAY", DEFAULTS.shutdown_delay))
     timeout = float(literal(c, "DUMBKV_SHUTDOWN_TIMEOUT", DEFAULTS.shutdown_timeout))
     store_timeout = float(literal(c, "DUMBKV_STORE_TIMEOUT", DEFAULTS.store_timeout))
     grace = one(objs, "Deployment", "dumbkv")["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"]
-    assert grace > timeout + 3 * store_timeout
+    assert delay > 0  # the Service drops the endpoint while the pod still serves
+    assert grace > delay + timeout + 3 * store_timeout
 
 
 @pytest.mark.parametrize("name", OVERLAYS)

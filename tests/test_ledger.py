@@ -1110,7 +1110,7 @@ def test_a_wall_clock_stepped_during_a_run_does_not_move_its_records(
         assert abs(first - time.time() * 1000) < 5_000
         real = time.time_ns
         for step in (-HOUR, +HOUR):
-            monkeypatch.setattr(time, "time_ns", lambda: real() + step * 1_000_000)
+            monkeypatch.setattr(time, "time_ns", lambda step=step: real() + step * 1_000_000)
             beat = ledger.record("beat").ms
             assert 0 <= beat - first < 5_000  # not an hour off
     assert [k for k, _ in read_ledger(tmp_path)] == ["start", "beat", "beat"]

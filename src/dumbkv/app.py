@@ -202,6 +202,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         # Readiness first, so the load balancer stops sending; then the data port; the admin
         # port last, so probes and metrics stay answerable until the very end.
         state.draining = True
+        if config.shutdown_delay:
+            # Load balancers see the 503 before the port closes (podinfo's pattern).
+            log.info("shutting down: unready; the RESP port closes in %gs",
+                     config.shutdown_delay)
+            await asyncio.sleep(config.shutdown_delay)
         log.info("shutting down: unready, no new connections")
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -41,6 +41,7 @@ class Config:
     secret: str | None = None
     store_timeout: float = 5.0
     shutdown_timeout: float = 10.0
+    shutdown_delay: float = 0.0
     sweep_interval: float = 1.0
     log_level: str = "info"
     log_format: str = "text"
@@ -127,6 +128,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("secret", str, "server pepper: key ids become HMAC-SHA-256(secret, key)"),
     Setting("store_timeout", seconds, "seconds before a store call fails with SERVERERR"),
     Setting("shutdown_timeout", seconds, "seconds in-flight commands get to finish on stop"),
+    Setting("shutdown_delay", non_negative_seconds,
+            "seconds to stay up but unready on stop before closing the RESP port"),
     Setting("sweep_interval", seconds, "seconds between sweeps of expired keys"),
     Setting("log_level", str, "log level", ("debug", "info", "warning", "error")),
     Setting("log_format", str, "log line format", ("text", "json")),
@@ -134,8 +137,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat_interval", seconds, "seconds between the ledger's heartbeats"),
     Setting("startup_exclusion", non_negative_seconds,
             "seconds after each start left out of the availability figures"),
-    Setting("admin_token", str, "token the admin port's maintenance endpoints require "
-            "(Authorization: Bearer <token>; default: none required)"),
+    Setting("admin_token", str, "token the admin port's maintenance endpoints and POST "
+            "/crosscheck require (Authorization: Bearer <token>; default: none required)"),
 )
 
 
