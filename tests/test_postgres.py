@@ -32,6 +32,8 @@ import redis.retry
 from conftest import RawClient, ServerProcess, StoreSQL, call, enc
 from postgres import Cluster, PgConn, Postgres
 
+from dumbkv.store import create_store
+
 pytestmark = pytest.mark.backends("postgres")
 
 Factory = type[ServerProcess]
@@ -738,3 +740,24 @@ def test_pool_size_option(server_factory: Factory, tmp_path: Path, store_url: st
     with pytest.raises(RuntimeError, match="did not start"):
         refused.start()
     assert "pool_size" in refused.log, refused.log
+
+
+async def test_the_sweep_skips_rows_another_transaction_holds(store_url: str) -> None:
+    """An expired row locked by a transaction (a batch writing it, elsewhere) is skipped, not
+    waited for: the sweep cannot deadlock with a batch, and the next sweep takes the row."""
+    store = create_store(store_url, timeout=2.0)
+    await store.open()
+    try:
+        with StoreSQL(store_url) as sql:
+            sql.execute("INSERT INTO kv (db, id, value, expires_at) VALUES "
+                        "(0, ?, ?, 1), (0, ?, ?, 1)", b"\x01" * 32, b"v", b"\x02" * 32, b"v")
+            sql.execute("BEGIN")
+            sql.execute("SELECT 1 FROM kv WHERE db = 0 AND id = ? FOR UPDATE", b"\x01" * 32)
+            try:
+                assert await asyncio.wait_for(store.sweep(), 10) == 1  # the other row only
+            finally:
+                sql.execute("ROLLBACK")
+            assert await store.sweep() == 1
+            assert sql.rows() == []
+    finally:
+        await store.close()

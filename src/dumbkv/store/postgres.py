@@ -186,10 +186,13 @@ class PostgresStore(Store):
     async def _sweep(self, now: int, limit: int) -> int:
         async with self._connection() as conn:
             status: str = await conn.execute(
-                # The outer condition is checked again on a row that a concurrent write
-                # replaced while this waited for its lock: a fresh value is never deleted.
+                # Rows another transaction holds (a batch writing them) are skipped, not waited
+                # for: the sweep never waits on a lock, so it cannot deadlock with a batch, and
+                # the next sweep takes what this one skipped. The outer condition is checked
+                # again on the rows locked: a fresh value is never deleted.
                 "DELETE FROM kv WHERE (db, id) IN (SELECT db, id FROM kv "
-                "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2) "
+                "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2 "
+                "FOR UPDATE SKIP LOCKED) "
                 "AND expires_at IS NOT NULL AND expires_at <= $1",
                 now,
                 limit,
