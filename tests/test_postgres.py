@@ -761,3 +761,21 @@ async def test_the_sweep_skips_rows_another_transaction_holds(store_url: str) ->
             assert sql.rows() == []
     finally:
         await store.close()
+
+
+async def test_a_process_whose_clock_runs_ahead_deletes_no_live_key(store_url: str) -> None:
+    """The sweep deletes only what is expired by its own clock and by the database's: a
+    process two hours ahead does not remove a key that expires in one hour."""
+    store = create_store(store_url, timeout=5.0)
+    await store.open()
+    try:
+        with StoreSQL(store_url) as sql:
+            db_now = int(sql.fetchval("SELECT (extract(epoch FROM now()) * 1000)::bigint"))
+            sql.execute("INSERT INTO kv (db, id, value, expires_at) VALUES "
+                        "(0, ?, ?, ?), (0, ?, ?, ?)", b"\x01" * 32, b"v", db_now + 3_600_000,
+                        b"\x02" * 32, b"v", db_now - 1_000)
+            ahead = db_now + 2 * 3_600_000
+            assert await store._sweep(ahead, 1000) == 1  # only the really expired one
+            assert [row[1] for row in sql.rows()] == [b"\x01" * 32]
+    finally:
+        await store.close()

@@ -35,6 +35,10 @@ from .base import Changes, Key, KeyCount, Row, Store, now_ms, split_changes
 
 __all__ = ["PostgresStore", "split_url"]
 
+#: The database server's clock, in Unix milliseconds (the time of the statement, not the
+#: transaction's start).
+_DB_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
 log = logging.getLogger("dumbkv.store")
 T = TypeVar("T")
 
@@ -190,10 +194,12 @@ class PostgresStore(Store):
                 # for: the sweep never waits on a lock, so it cannot deadlock with a batch, and
                 # the next sweep takes what this one skipped. The outer condition is checked
                 # again on the rows locked: a fresh value is never deleted.
+                # Expired by this process's clock and by the database's: a process whose clock
+                # runs ahead never deletes a key that the others still serve.
                 "DELETE FROM kv WHERE (db, id) IN (SELECT db, id FROM kv "
-                "WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2 "
-                "FOR UPDATE SKIP LOCKED) "
-                "AND expires_at IS NOT NULL AND expires_at <= $1",
+                "WHERE expires_at IS NOT NULL AND expires_at <= $1 "
+                f"AND expires_at <= {_DB_NOW_MS} LIMIT $2 FOR UPDATE SKIP LOCKED) "
+                f"AND expires_at IS NOT NULL AND expires_at <= $1 AND expires_at <= {_DB_NOW_MS}",
                 now,
                 limit,
             )
