@@ -719,6 +719,18 @@ def test_shutdown_delay_serves_while_unready(server_factory: Factory, tmp_path: 
     assert lines.index("the RESP port closes in 3s") < lines.index("no new connections")
 
 
+def test_a_second_signal_cuts_the_shutdown_delay_short(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    srv = server_factory(tmp_path, "--shutdown-delay", "600").start()
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGTERM)
+    wait_for("the delay to begin", lambda: "the RESP port closes in 600s" in srv.log, 10)
+    srv.proc.send_signal(signal.SIGINT)  # Ctrl-C: do not wait out the ten minutes
+    assert srv.proc.wait(30) == 0
+    assert "no new connections" in srv.log and srv.log.rstrip().endswith("stopped")
+
+
 def test_graceful_shutdown_under_load_loses_no_acknowledged_write(
     server_factory: Factory, tmp_path: Path
 ) -> None:

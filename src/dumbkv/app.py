@@ -155,10 +155,15 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     The admin port comes up first; then the store is opened (tried again until it opens, see
     ``_open_store_until``) and the RESP port listens."""
     stop = stop or asyncio.Event()
+    hurry = asyncio.Event()  # a second signal: no --shutdown-delay
+
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     state = _new_state(config)
     state.starting = "starting: the store is being opened"
     ledger = await asyncio.to_thread(open_ledger, config)
@@ -203,10 +208,12 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         # port last, so probes and metrics stay answerable until the very end.
         state.draining = True
         if config.shutdown_delay:
-            # Load balancers see the 503 before the port closes (podinfo's pattern).
+            # Load balancers see the 503 before the port closes (podinfo's pattern); a second
+            # SIGTERM or Ctrl-C cuts it short.
             log.info("shutting down: unready; the RESP port closes in %gs",
                      config.shutdown_delay)
-            await asyncio.sleep(config.shutdown_delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hurry.wait(), config.shutdown_delay)
         log.info("shutting down: unready, no new connections")
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

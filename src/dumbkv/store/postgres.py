@@ -190,16 +190,17 @@ class PostgresStore(Store):
     async def _sweep(self, now: int, limit: int) -> int:
         async with self._connection() as conn:
             status: str = await conn.execute(
-                # Rows another transaction holds (a batch writing them) are skipped, not waited
-                # for: the sweep never waits on a lock, so it cannot deadlock with a batch, and
-                # the next sweep takes what this one skipped. The outer condition is checked
-                # again on the rows locked: a fresh value is never deleted.
+                # The rows are picked and locked once (a locking CTE runs once; an IN subquery
+                # would run again for every row). Rows another transaction holds (a batch
+                # writing them) are skipped, not waited for: the sweep never waits on a lock,
+                # so it cannot deadlock with a batch, and the next sweep takes them.
                 # Expired by this process's clock and by the database's: a process whose clock
-                # runs ahead never deletes a key that the others still serve.
-                "DELETE FROM kv WHERE (db, id) IN (SELECT db, id FROM kv "
-                "WHERE expires_at IS NOT NULL AND expires_at <= $1 "
-                f"AND expires_at <= {_DB_NOW_MS} LIMIT $2 FOR UPDATE SKIP LOCKED) "
-                f"AND expires_at IS NOT NULL AND expires_at <= $1 AND expires_at <= {_DB_NOW_MS}",
+                # runs ahead of the database's deletes nothing before the database's clock
+                # says it expired.
+                "WITH expired AS (SELECT db, id FROM kv WHERE expires_at IS NOT NULL "
+                f"AND expires_at <= $1 AND expires_at <= {_DB_NOW_MS} "
+                "LIMIT $2 FOR UPDATE SKIP LOCKED) "
+                "DELETE FROM kv USING expired WHERE kv.db = expired.db AND kv.id = expired.id",
                 now,
                 limit,
             )
