@@ -90,7 +90,7 @@ async def _health(request: web.Request) -> web.Response:
         "status": "ok",
         "version": state.version,
         "backend": state.store.backend,
-        "uptime_seconds": round(time.monotonic() - state.started_monotonic, 3),
+        "uptime_seconds": round(time.monotonic() - state.started, 3),
     })
 
 

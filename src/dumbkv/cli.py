@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import urllib.parse
@@ -14,7 +13,7 @@ from . import __version__
 from .config import add_arguments, from_args
 from .crosscheck import add_arguments as add_crosscheck_arguments
 from .errors import DumbKVError
-from .httpclient import http_request
+from .httpclient import admin_token, http_request
 from .logs import setup_logging
 from .shell.options import add_arguments as add_shell_arguments
 from .slo import add_arguments as add_slo_arguments
@@ -92,7 +91,7 @@ def _maintenance(args: argparse.Namespace) -> int:
     if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
         print(f"dumbkv maintenance: not an http(s) URL: {args.admin!r}", file=sys.stderr)
         return 1
-    token = args.token if args.token is not None else os.environ.get("DUMBKV_ADMIN_TOKEN")
+    token = admin_token(args.token)
     try:
         status, body = http_request(method, base + path, timeout=args.timeout, token=token)
     except (OSError, ValueError) as exc:

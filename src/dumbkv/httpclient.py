@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
 
-__all__ = ["http_request", "is_loopback"]
+__all__ = ["ADMIN_TOKEN_ENV", "admin_token", "http_request", "is_loopback"]
+
+
+#: Where the command line finds the server's admin token when ``--token`` is not given.
+ADMIN_TOKEN_ENV = "DUMBKV_ADMIN_TOKEN"
+
+
+def admin_token(given: str | None) -> str | None:
+    """``--token`` when given, else ``$DUMBKV_ADMIN_TOKEN`` (None: send no token)."""
+    return given if given is not None else os.environ.get(ADMIN_TOKEN_ENV)
 
 
 def is_loopback(host: str) -> bool:

@@ -210,8 +210,7 @@ class Metrics:
                 # must not hide slow real commands. Observed into a histogram nobody exports.
                 latency = Latency()
             else:
-                latency = self.command_latency.get(command) or self.command_latency.setdefault(
-                    command, Latency())
+                latency = self.command_latency.setdefault(command, Latency())
             replies = self.replies[(command, status)] = Replies(latency)
         return replies
 

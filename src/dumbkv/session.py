@@ -97,9 +97,8 @@ class ServerState:
     crypto: Crypto
     metrics: Metrics
     stats: Stats = field(init=False)
-    started: float = field(default_factory=time.time)
     #: ``time.monotonic()`` at the start: uptimes do not move when the wall clock is stepped.
-    started_monotonic: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)
     version: str = __version__
     port: int = 0
     #: Set at shutdown, before anything else: readiness turns 503.

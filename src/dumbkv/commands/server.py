@@ -106,7 +106,7 @@ _SECTIONS = ("server", "clients", "stats", "store", "keyspace")
 
 def _info_lines(state: ServerState, section: str, keyspace: dict[int, KeyCount]) -> list[str]:
     stats = state.stats
-    uptime = int(time.monotonic() - state.started_monotonic)
+    uptime = int(time.monotonic() - state.started)
     store: Store = state.store
     if section == "server":
         return [

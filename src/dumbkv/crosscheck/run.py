@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import re
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from ..config import Config, non_negative_int, positive_int, seconds
 from ..errors import DumbKVError
-from ..httpclient import http_request
+from ..httpclient import admin_token, http_request
 from ..resp import ErrorReply
 from .client import Client
 from .compare import NoReply, is_ok, reply_status, same_result, show_reply
@@ -215,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(report.table())
     if args.push:
-        token = args.token if args.token is not None else os.environ.get("DUMBKV_ADMIN_TOKEN")
+        token = admin_token(args.token)
         try:
             push_figures(args.push, report.figures(), token)
         except (OSError, ValueError) as exc:
