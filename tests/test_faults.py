@@ -7,13 +7,12 @@ import json
 import os
 import socket
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import REQUIRE_ALL, RawClient, ServerProcess, StoreSQL, call, poll_until
+from deploy import http_get
 from test_sqlite_writer import writers
 
 
@@ -78,20 +77,12 @@ def test_full_disk_gives_server_errors_and_keeps_acknowledged_writes(
 
 
 def _ready(server: ServerProcess) -> tuple[int, dict[str, object]]:
-    request = urllib.request.Request(server.admin_url + "/ready")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
+    status, body = http_get(server.admin_url + "/ready")
+    return status, json.loads(body)
 
 
 def _health(server: ServerProcess) -> int:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(server.admin_url + "/health", timeout=10) as response:
-        return int(response.status)
+    return http_get(server.admin_url + "/health")[0]
 
 
 def _unready_because(server: ServerProcess, text: str) -> str:
