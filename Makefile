@@ -10,11 +10,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+# The editable install also compiles the request path into src/ (setup.py; pure Python where
+# there is no C compiler), so any change to the sources installs again.
+SOURCES := pyproject.toml setup.py $(shell find src -name '*.py')
+
+$(VENV)/.installed-run: $(SOURCES) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: $(SOURCES) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
@@ -22,13 +26,13 @@ run: $(VENV)/.installed-run
 	$(BIN)/dumbkv serve $(ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench k8s/tools
+	$(BIN)/ruff check setup.py src tests bench k8s/tools
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench k8s/tools
+	$(BIN)/ruff check setup.py src tests bench k8s/tools
 	$(BIN)/mypy
 	$(BIN)/pytest $(ARGS)
 
@@ -43,3 +47,4 @@ rules: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find src -name '*.so' -delete

@@ -89,7 +89,8 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
             for source in copy.args.split()[:-1]:
                 assert context_files(source), f"COPY {source}: nothing left in the context"
     for path in (".venv/bin/python", ".git/HEAD", "dumbkv-data/dumbkv.db", "tests/conftest.py",
-                 "src/dumbkv/__pycache__/cli.cpython-311.pyc", "k8s/base/kustomization.yaml"):
+                 "src/dumbkv/__pycache__/cli.cpython-311.pyc", "k8s/base/kustomization.yaml",
+                 "src/dumbkv/server.cpython-311-x86_64-linux-gnu.so", "build/temp/server.o"):
         assert ignored(path, patterns), path
     assert not ignored("src/dumbkv/cli.py", patterns)
 
@@ -235,6 +236,13 @@ def test_the_images_recipe_builds_a_server_that_serves(tmp_path: Path) -> None:
                                  capture_output=True, text=True, timeout=60)
     assert help_result.returncode == 0, help_result.stderr
     assert help_result.stdout == serve_help()
+    # The image's build stage has a C compiler: the wheel carries the compiled request path.
+    origin = subprocess.run(
+        [str(bindir / "python"), "-c", "import dumbkv.server; print(dumbkv.server.__file__)"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert origin.returncode == 0, origin.stderr
+    assert origin.stdout.strip().endswith(".so"), origin.stdout
     for volume in (v for i in runtime.all("VOLUME") for v in exec_form(i.args)):
         Path(sandbox.path(volume)).mkdir(parents=True, exist_ok=True)
     env = base_env(runtime, sandbox, bindir)

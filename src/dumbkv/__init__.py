@@ -6,6 +6,7 @@ every exception they raise is a ``dumbkv.DumbKVError`` (tree in ``dumbkv.errors`
 
 from __future__ import annotations
 
+from . import _compiled  # noqa: F401  (first: a stale compiled module fails the import)
 from .client import AsyncClient, AsyncPipeline, Client, Pipeline
 from .errors import (
     AuthError,

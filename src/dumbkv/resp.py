@@ -26,6 +26,8 @@ import re
 from collections.abc import Iterable
 from typing import Union
 
+from mypy_extensions import mypyc_attr
+
 from .errors import DumbKVError, ProtocolError
 
 __all__ = [
@@ -351,8 +353,8 @@ def encode(reply: Reply, resp3: bool = False) -> bytes:
     raise TypeError(f"cannot encode a reply of type {type(reply).__name__}")
 
 
-def encode_command(args: Iterable[bytes | str | int]) -> bytes:
-    """Encode a request as a RESP array, as clients send it."""
+def encode_command(args: Iterable[bytes | str | int | float]) -> bytes:
+    """Encode a request as a RESP array, as clients send it (numbers as their ``str()``)."""
     parts = []
     for arg in args:
         raw = arg if isinstance(arg, bytes) else str(arg).encode()
@@ -387,6 +389,7 @@ def encode_inline(args: Iterable[bytes]) -> bytes:
 
 
 # --------------------------------------------------------------------------- client side
+@mypyc_attr(native_class=False)  # compiled (setup.py): a str subclass stays a Python class
 class ErrorReply(str):
     """An error reply as a client receives it, e.g. ``ERR syntax error``."""
 

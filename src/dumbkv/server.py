@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import traceback
 from collections import deque
@@ -227,14 +228,18 @@ class Server:
         self._server = await loop.create_server(
             lambda: Connection(self.state, self), config.host, config.port, reuse_address=True
         )
-        sock = self._server.sockets[0]
-        self.state.port = sock.getsockname()[1]
+        self.state.port = self._sockets()[0].getsockname()[1]
 
     @property
     def addresses(self) -> list[str]:
         if self._server is None:
             return []
-        return [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self._server.sockets]
+        return [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self._sockets()]
+
+    def _sockets(self) -> list[socket.socket]:
+        # uvloop's Server.sockets is a list, typeshed says tuple: read it untyped, so that the
+        # compiled module (setup.py) does not check it against the annotation.
+        return list(getattr(self._server, "sockets", ()))
 
     def stop_accepting(self) -> None:
         """Close the listener and stop reading from open connections."""

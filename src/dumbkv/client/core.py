@@ -61,7 +61,7 @@ class Request:
             raise ValueError("a command needs at least its name")
 
     def encode(self) -> bytes:
-        return encode_command(self.args)  # type: ignore[arg-type]  # floats become str()
+        return encode_command(self.args)
 
 
 def parse_replies(link: LinkState, data: bytes) -> None:

@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from ..errors import DumbKVError, ServerError, StoreError
 from ..resp import Reply
 
@@ -151,6 +153,7 @@ class DbOp:
 Op = KeyOp | DbOp
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled (setup.py); backends need not be
 class Store(ABC):
     """An async key-value store of encrypted rows, addressed by (db, key id)."""
 
