@@ -99,6 +99,17 @@ def ping(endpoint: Endpoint, timeout: float) -> object:
         return client.execute_raw("PING")
 
 
+def build_of(endpoint: Endpoint, timeout: float = 5.0) -> str:
+    """How the DumbKV at ``endpoint`` runs its request path, from ``INFO server``."""
+    with dumbkv.Client(endpoint.host, endpoint.port, connect_timeout=timeout,
+                       timeout=timeout) as client:
+        info = client.execute_raw("INFO", "server")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    flags = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {"1": "compiled request path", "0": "plain Python request path (see README: "
+            "Compiled request path)"}.get(flags.get("dumbkv_compiled", "").strip(), "build unknown")
+
+
 def wait_ready(server: Server, timeout: float) -> None:
     """Poll until the server answers PING with +PONG; raise ServerError at the deadline."""
     deadline = time.monotonic() + timeout

@@ -22,7 +22,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from _servers import Server, ServerError, dumbkv_server, exit_on_sigterm, reference_server
+from _servers import (
+    Server,
+    ServerError,
+    build_of,
+    dumbkv_server,
+    exit_on_sigterm,
+    reference_server,
+)
 
 TESTS = ("set", "get")  # SET first: it fills the keyspace the GET test then reads
 PIPELINES = (1, 16)
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = stack.enter_context(reference_server())
             dkv = stack.enter_context(dumbkv_server(args.address, args.store))
             print(f"reference: {ref.endpoint} ({ref.description})")
-            print(f"dumbkv:    {dkv.endpoint} ({dkv.description})")
+            print(f"dumbkv:    {dkv.endpoint} ({dkv.description}; {build_of(dkv.endpoint)})")
             print(f"redis-benchmark -c {args.clients} -r {args.keyspace} -n {args.requests}, "
                   f"repeat {args.repeat}; SET runs before GET so GETs hit existing keys")
             checks = list(run_all(args, ref, dkv))

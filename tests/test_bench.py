@@ -1,5 +1,6 @@
 """bench/latency.py's verdict: a keyspace filled before the clock, and a server that breaks
-under the load fails the run (it used to pass on the replies it gave before it broke)."""
+under the load fails the run (it used to pass on the replies it gave before it broke).
+bench/compare.py runs end to end, and says how the DumbKV it measured was built."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_tool
 
+from dumbkv._compiled import compiled_modules
 from dumbkv.resp import Parser
 
 LATENCY = Path(__file__).resolve().parents[1] / "bench" / "latency.py"
+COMPARE = LATENCY.with_name("compare.py")
 TIMEOUT = 120
 
 
@@ -129,3 +133,21 @@ def test_a_server_that_never_answers_the_fill_cannot_run(
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "filling the keyspace took more than --timeout 1 s" in done.stderr
+
+
+def test_compare_measures_both_servers_and_says_how_dumbkv_was_built() -> None:
+    require_tool("redis-benchmark", "apt-get install redis-tools")
+    result = subprocess.run([sys.executable, str(COMPARE), "-n", "2000", "--no-fail"],
+                            capture_output=True, text=True, timeout=TIMEOUT * 3)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    build = ("compiled request path" if compiled_modules(["dumbkv.server"])
+             else "plain Python request path")
+    assert build in next(line for line in lines if line.startswith("dumbkv:"))
+    for test in ("SET", "GET"):
+        for pipeline in ("1", "16"):
+            row = next(line.split() for line in lines
+                       if line.split()[:3] == [test, "-P", pipeline])
+            ref, dkv, ratio = (float(x.replace(",", "")) for x in row[3:6])
+            assert ref > 0 and dkv > 0 and ratio == pytest.approx(dkv / ref, abs=0.006)
+    assert lines[-1].startswith("verdict: ")

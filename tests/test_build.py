@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import environ_without_settings, unavailable
+from conftest import RawClient, call, environ_without_settings, unavailable
 
 from dumbkv._compiled import check_fresh, compiled_modules
 
@@ -100,3 +100,12 @@ def test_a_fresh_extension_or_an_installed_package_passes(tmp_path: Path) -> Non
     _age(package / "sub" / ("mod" + SUFFIX), 20)
     (tmp_path / "setup.py").unlink()
     check_fresh(package)  # no setup.py: an installed package, whose file times mean nothing
+
+
+def test_info_says_whether_the_request_path_is_compiled(raw: RawClient) -> None:
+    """The server (a child process importing the same src/) reports what this process sees;
+    bench/compare.py prints it beside its figures."""
+    reply = call(raw, "INFO", "server")
+    assert isinstance(reply, bytes)
+    expected = "1" if compiled_modules(["dumbkv.server"]) else "0"
+    assert f"\r\ndumbkv_compiled:{expected}\r\n" in reply.decode()

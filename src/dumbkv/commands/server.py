@@ -6,6 +6,7 @@ import fnmatch
 import os
 import time
 
+from .._compiled import compiled_modules
 from ..config import redact_url
 from ..errors import SYNTAX, CommandError
 from ..resp import Reply
@@ -102,6 +103,8 @@ def command_(s: Session, argv: list[bytes]) -> Result:
 
 # --------------------------------------------------------------------------- INFO
 _SECTIONS = ("server", "clients", "stats", "store", "keyspace")
+#: 1 when the request path runs as C extensions (setup.py), 0 when it runs as plain Python.
+_COMPILED = int(bool(compiled_modules(["dumbkv.server"])))
 
 
 def _info_lines(state: ServerState, section: str, keyspace: dict[int, KeyCount]) -> list[str]:
@@ -111,6 +114,7 @@ def _info_lines(state: ServerState, section: str, keyspace: dict[int, KeyCount])
     if section == "server":
         return [
             f"dumbkv_version:{state.version}",
+            f"dumbkv_compiled:{_COMPILED}",
             "redis_version:7.0.0",
             "redis_mode:standalone",
             f"process_id:{os.getpid()}",
