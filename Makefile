@@ -11,16 +11,22 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # The editable install also compiles the request path into src/ (setup.py; pure Python where
-# there is no C compiler), so any change to the sources installs again.
+# there is no C compiler), so any change to the sources installs again. The stamps take the
+# time the install started: a file saved during the build is newer, and installs again.
 SOURCES := pyproject.toml setup.py $(shell find src -name '*.py')
 
 $(VENV)/.installed-run: $(SOURCES) | $(BIN)/python
+	touch $@.start
 	$(BIN)/python -m pip install --quiet -e .
-	touch $@
+	$(BIN)/python -m dumbkv._compiled
+	mv $@.start $@
 
 $(VENV)/.installed-test: $(SOURCES) | $(BIN)/python
+	touch $@.start
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $@ $(VENV)/.installed-run
+	$(BIN)/python -m dumbkv._compiled
+	cp -p $@.start $(VENV)/.installed-run
+	mv $@.start $@
 
 run: $(VENV)/.installed-run
 	$(BIN)/dumbkv serve $(ARGS)

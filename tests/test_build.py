@@ -4,8 +4,10 @@ be, and never stale in a source checkout."""
 from __future__ import annotations
 
 import ast
+import hashlib
+import importlib
 import importlib.machinery
-import os
+import json
 import shutil
 import subprocess
 import sys
@@ -41,25 +43,30 @@ def test_the_request_path_runs_compiled() -> None:
         unavailable("the request path is not compiled (no C compiler at install time?); "
                     "run `make test` on a machine with gcc")
     assert compiled == names, f"compiled: {compiled}, expected all of {names}"
+    for name in names:  # and they load (with the shared library that holds their code)
+        assert str(importlib.import_module(name).__file__).endswith(SUFFIX), name
 
 
-def test_a_build_without_a_c_compiler_falls_back_to_python(tmp_path: Path) -> None:
-    """No working C compiler: the build warns, exits 0 and leaves the pure Python modules,
-    which run."""
+def _copy_project(tmp_path: Path) -> Path:
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / "src", tmp_path / "src",
-                    ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns(
+        "*.so", "__pycache__", "*.egg-info", "_compiled_sources.json"))
+    return tmp_path
+
+
+def _build(project: Path, cc: str) -> subprocess.CompletedProcess[str]:
     env = environ_without_settings()
-    env["CC"] = "/bin/false"
-    built = subprocess.run(
-        [sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=env,
+    env["CC"] = cc
+    return subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"], cwd=project, env=env,
         capture_output=True, text=True, timeout=300,
     )
-    assert built.returncode == 0, built.stderr[-2000:]
-    assert "compiled modules not built" in built.stderr
-    assert not list((tmp_path / "src").rglob("*.so"))
-    env["PYTHONPATH"] = str(tmp_path / "src")
+
+
+def _run_server_module(project: Path) -> tuple[str, str]:
+    env = environ_without_settings()
+    env["PYTHONPATH"] = str(project / "src")
     ran = subprocess.run(
         [sys.executable, "-c", "import dumbkv.server, dumbkv.resp as r; "
          "print(dumbkv.server.__file__); print(r.encode([b'a', 1]))"],
@@ -67,39 +74,81 @@ def test_a_build_without_a_c_compiler_falls_back_to_python(tmp_path: Path) -> No
     )
     assert ran.returncode == 0, ran.stderr
     origin, reply = ran.stdout.splitlines()
-    assert origin == str(tmp_path / "src" / "dumbkv" / "server.py")
+    return origin, reply
+
+
+def test_a_build_without_a_c_compiler_falls_back_to_python(tmp_path: Path) -> None:
+    """No working C compiler: the build warns, exits 0, removes what an earlier build left in
+    src/ (it would be imported in place of the sources), and the pure Python modules run."""
+    project = _copy_project(tmp_path)
+    package = project / "src" / "dumbkv"
+    leftovers = [package / ("server" + SUFFIX), project / "src" / ("abc__mypyc" + SUFFIX),
+                 package / "_compiled_sources.json"]
+    for path in leftovers:
+        path.write_bytes(b"")
+    built = _build(project, "/bin/false")
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "compiled modules not built" in built.stderr
+    assert not list((project / "src").rglob("*.so"))
+    assert not any(path.exists() for path in leftovers)
+    origin, reply = _run_server_module(project)
+    assert origin == str(package / "server.py")
     assert reply == repr(b"*2\r\n$1\r\na\r\n:1\r\n")
 
 
-def _checkout(tmp_path: Path) -> Path:
-    """A fake source checkout: setup.py beside src/, a module and its extension."""
-    (tmp_path / "setup.py").write_text("")
-    package = tmp_path / "src" / "pkg"
+def test_a_build_that_fails_halfway_leaves_no_extension(tmp_path: Path) -> None:
+    """The shared library (all the compiled code) fails to build while each module's small
+    extension builds: none may be left, in src/ or in the wheel's build dir, since those would
+    not import without the library."""
+    project = _copy_project(tmp_path)
+    cc = tmp_path / "cc.sh"
+    cc.write_text('#!/bin/sh\ncase "$*" in *__native_*) exit 1;; esac\nexec gcc "$@"\n')
+    cc.chmod(0o755)
+    built = _build(project, str(cc))
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "compiled modules not built" in built.stderr
+    assert not list((project / "src").rglob("*.so"))
+    assert not list((project / "build").rglob("*.so"))
+    assert not (project / "src" / "dumbkv" / "_compiled_sources.json").exists()
+    origin, _ = _run_server_module(project)
+    assert origin.endswith("server.py")
+
+
+def _checkout(tmp_path: Path, digest_of: str = "") -> Path:
+    """A package with one compiled module ``sub.mod`` and its manifest entry."""
+    package = tmp_path / "pkg"
     (package / "sub").mkdir(parents=True)
-    (package / "sub" / "mod.py").write_text("")
+    (package / "sub" / "mod.py").write_text("x = 1\n")
     (package / "sub" / ("mod" + SUFFIX)).write_bytes(b"")
+    text = digest_of or (package / "sub" / "mod.py").read_text()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    (package / "_compiled_sources.json").write_text(json.dumps({"pkg.sub.mod": digest}))
     return package
 
 
-def _age(path: Path, seconds: float) -> None:
-    stat = path.stat()
-    os.utime(path, (stat.st_atime - seconds, stat.st_mtime - seconds))
-
-
-def test_an_extension_older_than_its_source_fails_the_import(tmp_path: Path) -> None:
-    package = _checkout(tmp_path)
-    _age(package / "sub" / ("mod" + SUFFIX), 10)
-    with pytest.raises(ImportError, match=r"older than mod\.py: rebuild .* with `make`"):
+def test_an_extension_whose_source_changed_fails_the_import(tmp_path: Path) -> None:
+    package = _checkout(tmp_path, digest_of="x = 0\n")
+    with pytest.raises(ImportError, match=r"mod\.py changed after it was compiled .* `make`"):
         check_fresh(package)
 
 
-def test_a_fresh_extension_or_an_installed_package_passes(tmp_path: Path) -> None:
+def test_an_extension_missing_from_the_manifest_fails_the_import(tmp_path: Path) -> None:
     package = _checkout(tmp_path)
-    _age(package / "sub" / "mod.py", 10)
-    check_fresh(package)  # the extension is newer
-    _age(package / "sub" / ("mod" + SUFFIX), 20)
-    (tmp_path / "setup.py").unlink()
-    check_fresh(package)  # no setup.py: an installed package, whose file times mean nothing
+    (package / ("other" + SUFFIX)).write_bytes(b"")
+    (package / "other.py").write_text("")
+    with pytest.raises(ImportError, match=r"other\.py changed after it was compiled"):
+        check_fresh(package)
+
+
+def test_fresh_extensions_and_installed_packages_pass(tmp_path: Path) -> None:
+    package = _checkout(tmp_path)
+    check_fresh(package)  # compiled from the source as it is
+    (package / "sub" / ("mod" + SUFFIX)).unlink()
+    (package / "sub" / "mod.py").write_text("x = 2\n")
+    check_fresh(package)  # changed, but its extension is gone: the source runs
+    (package / "sub" / ("mod" + SUFFIX)).write_bytes(b"")
+    (package / "_compiled_sources.json").unlink()
+    check_fresh(package)  # no manifest: an installed package
 
 
 def test_info_says_whether_the_request_path_is_compiled(raw: RawClient) -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from dumbkv import resp
 from dumbkv.errors import (
     AuthError,
+    ClientError,
     CommandError,
     DumbKVError,
     IntegrityError,
@@ -958,3 +959,14 @@ def test_plain_arrays_agree_with_the_general_parser(stream: list[bytes]) -> None
     wire = b"".join(stream)
     commands, parser = feed_all(wire)
     assert (commands, error_wire(parser)) == _slow_feed(wire)
+
+
+def test_encode_command_takes_byte_buffers_text_and_numbers_and_refuses_the_rest() -> None:
+    """The same in the compiled and the plain Python build (the argument types are checked in
+    the code, not by annotations)."""
+    assert encode_command([b"SET", bytearray(b"k"), memoryview(b"v\x00"), "é", 7, 1.5]) == (
+        b"*6\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv\x00\r\n$2\r\n\xc3\xa9\r\n$1\r\n7\r\n$3\r\n1.5\r\n"
+    )
+    for bad in (None, object(), [b"x"]):
+        with pytest.raises(ClientError, match=r"^invalid argument of type \w+: send bytes"):
+            encode_command([b"SET", b"k", bad])

@@ -6,6 +6,7 @@ Protocol error texts: /work/shared/reference/redis-clients.md section (b) (Redis
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import signal
@@ -15,10 +16,13 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
 from conftest import RawClient, ServerProcess, StoreSQL, call, enc
+
+from dumbkv.app import _sweep_forever
 
 
 @contextlib.contextmanager
@@ -545,3 +549,38 @@ def test_half_closed_client_gets_every_reply(server: ServerProcess) -> None:
     assert client.read_reply() == b"2"
     assert client.is_closed()
     client.close()
+
+
+async def test_a_bug_in_the_expiry_sweep_is_logged_and_the_sweeper_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not a store error but a bug (here a RuntimeError quoting a value): the sweeper logs its
+    frames, not its message, and sweeps again at the next interval instead of dying (a dead
+    sweeper's exception would also surface at shutdown and skip the orderly stop)."""
+    swept = asyncio.Event()
+    calls: list[str] = []
+    secret = "-".join(("secret", "value"))  # not in this source, which the traceback quotes
+
+    class Store:
+        async def size_bytes(self) -> int:
+            calls.append("size")
+            if len(calls) == 1:
+                raise RuntimeError("the value " + secret)
+            return 1
+
+        async def sweep(self) -> int:
+            swept.set()
+            return 0
+
+    state = SimpleNamespace(store=Store(), config=SimpleNamespace(sweep_interval=0.001),
+                            store_size=None)
+    task = asyncio.create_task(_sweep_forever(state))  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(swept.wait(), 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert calls[:2] == ["size", "size"]
+    assert "expiry sweep failed: RuntimeError" in caplog.text
+    assert secret not in caplog.text

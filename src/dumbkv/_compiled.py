@@ -2,20 +2,26 @@
 
 ``setup.py`` compiles the request path with mypyc when a C compiler is at hand; each compiled
 module is a C extension beside its ``.py`` file, and Python imports it in place of the source.
-In a source checkout (``make`` builds the extensions into ``src/``) an extension older than its
-``.py`` would quietly run the old code after an edit: importing DumbKV then fails and says how
-to rebuild. Installed packages are not checked (their file times mean nothing).
+A build that leaves them in ``src/`` (``make``) also writes ``_compiled_sources.json``: the
+SHA-256 of each source as it was compiled. If a source has changed since, its extension would
+quietly run the old code, so importing DumbKV fails and says how to rebuild. Installed
+packages carry no such file and are not checked.
+
+``python -m dumbkv._compiled`` says which way the request path runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import importlib.util
+import json
 from pathlib import Path
 
-__all__ = ["check_fresh", "compiled_modules"]
+__all__ = ["check_fresh", "compiled_modules", "describe"]
 
 _PACKAGE = Path(__file__).resolve().parent
+MANIFEST = "_compiled_sources.json"
 _SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
 
@@ -29,18 +35,42 @@ def compiled_modules(names: list[str]) -> list[str]:
     return compiled
 
 
+def describe() -> str:
+    """``compiled`` or ``plain Python``: how the request path runs in this process."""
+    return "compiled" if compiled_modules(["dumbkv.server"]) else "plain Python"
+
+
+def _source(package: Path, module: str) -> Path:
+    """The source of ``module`` (``dumbkv.commands``) in ``package`` (the ``dumbkv`` dir)."""
+    path = package.joinpath(*module.split(".")[1:])
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def check_fresh(package: Path = _PACKAGE) -> None:
-    """In a source checkout, refuse to run an extension older than its source."""
-    if not (package.parent.parent / "setup.py").is_file():
-        return  # an installed package
-    for suffix in _SUFFIXES:
-        for extension in package.rglob("*" + suffix):
-            source = extension.with_name(extension.name[: -len(suffix)] + ".py")
-            if source.is_file() and source.stat().st_mtime > extension.stat().st_mtime:
-                raise ImportError(
-                    f"{extension} is older than {source.name}: rebuild the compiled modules "
-                    "with `make` (or delete the .so files under src/ to run from source)"
-                )
+    """Refuse to run an extension whose source changed after it was compiled."""
+    try:
+        digests: dict[str, str] = json.loads((package / MANIFEST).read_text())
+    except FileNotFoundError:
+        return  # nothing compiled in place, or an installed package
+    except ValueError:
+        digests = {}  # unreadable: every extension is suspect
+    for extension in package.rglob("*.so"):
+        name = extension.name
+        stem = next(name[: -len(s)] for s in (*_SUFFIXES, ".so") if name.endswith(s))
+        parts = [*extension.parent.relative_to(package).parts, stem]
+        module = ".".join([package.name, *(p for p in parts if p != "__init__")])
+        source = _source(package, module)
+        if not source.is_file():
+            continue
+        if digests.get(module) != hashlib.sha256(source.read_bytes()).hexdigest():
+            raise ImportError(
+                f"{source} changed after it was compiled ({extension.name} would run the old "
+                "code): compile again with `make`, or delete the compiled modules "
+                "(find src -name '*.so' -delete) to run from source"
+            )
 
 
 check_fresh()
+
+if __name__ == "__main__":
+    print(f"dumbkv request path: {describe()}")

@@ -16,6 +16,7 @@ import contextlib
 import gc
 import logging
 import signal
+import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -47,6 +48,11 @@ async def _sweep_forever(state: ServerState) -> None:
             removed = await state.store.sweep()
         except DumbKVError as exc:
             log.warning("expiry sweep failed: %s", exc.message)
+            continue
+        except Exception as exc:  # a bug: the sweeper must not die, nor fail the shutdown
+            # Frames only: the exception's message could quote a key or a value.
+            log.error("expiry sweep failed: %s\n%s", type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__)))
             continue
         if removed:
             log.debug("expiry sweep removed %d keys", removed)

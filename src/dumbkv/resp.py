@@ -28,7 +28,7 @@ from typing import Union
 
 from mypy_extensions import mypyc_attr
 
-from .errors import DumbKVError, ProtocolError
+from .errors import ClientError, DumbKVError, ProtocolError
 
 __all__ = [
     "ErrorReply",
@@ -353,11 +353,22 @@ def encode(reply: Reply, resp3: bool = False) -> bytes:
     raise TypeError(f"cannot encode a reply of type {type(reply).__name__}")
 
 
-def encode_command(args: Iterable[bytes | str | int | float]) -> bytes:
-    """Encode a request as a RESP array, as clients send it (numbers as their ``str()``)."""
+def encode_command(args: Iterable[object]) -> bytes:
+    """Encode a request as a RESP array, as clients send it: bytes (also bytearray and
+    memoryview), str as UTF-8, int and float as their ``str()``; anything else is refused
+    with ``ClientError`` (checked here, not by annotations: the compiled build checks those,
+    the plain Python one would not)."""
     parts = []
     for arg in args:
-        raw = arg if isinstance(arg, bytes) else str(arg).encode()
+        if isinstance(arg, bytes):
+            raw = arg
+        elif isinstance(arg, (bytearray, memoryview)):
+            raw = bytes(arg)
+        elif isinstance(arg, (str, int, float)):
+            raw = str(arg).encode()
+        else:
+            raise ClientError(f"invalid argument of type {type(arg).__name__}: send bytes, "
+                              "str, int or float")
         parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
     return b"*%d\r\n" % len(parts) + b"".join(parts)
 
