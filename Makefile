@@ -54,3 +54,4 @@ rules: $(VENV)/.installed-test
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find src -name '*.so' -delete
+	rm -f src/dumbkv/_compiled_sources.json

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import require_tool
 
-from dumbkv._compiled import compiled_modules
+from dumbkv._compiled import request_path_compiled
 from dumbkv.resp import Parser
 
 LATENCY = Path(__file__).resolve().parents[1] / "bench" / "latency.py"
@@ -141,8 +141,7 @@ def test_compare_measures_both_servers_and_says_how_dumbkv_was_built() -> None:
                             capture_output=True, text=True, timeout=TIMEOUT * 3)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    build = ("compiled request path" if compiled_modules(["dumbkv.server"])
-             else "plain Python request path")
+    build = "compiled request path" if request_path_compiled() else "plain Python request path"
     assert build in next(line for line in lines if line.startswith("dumbkv:"))
     for test in ("SET", "GET"):
         for pipeline in ("1", "16"):

@@ -18,7 +18,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-__all__ = ["check_fresh", "compiled_modules", "describe"]
+__all__ = ["check_fresh", "compiled_modules", "describe", "request_path_compiled"]
 
 _PACKAGE = Path(__file__).resolve().parent
 MANIFEST = "_compiled_sources.json"
@@ -35,9 +35,15 @@ def compiled_modules(names: list[str]) -> list[str]:
     return compiled
 
 
+def request_path_compiled() -> bool:
+    """Whether the request path runs compiled (its entry, ``dumbkv.server``, stands for all:
+    setup.py builds them all or none)."""
+    return bool(compiled_modules(["dumbkv.server"]))
+
+
 def describe() -> str:
     """``compiled`` or ``plain Python``: how the request path runs in this process."""
-    return "compiled" if compiled_modules(["dumbkv.server"]) else "plain Python"
+    return "compiled" if request_path_compiled() else "plain Python"
 
 
 def _source(package: Path, module: str) -> Path:

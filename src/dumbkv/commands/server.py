@@ -6,7 +6,7 @@ import fnmatch
 import os
 import time
 
-from .._compiled import compiled_modules
+from .._compiled import request_path_compiled
 from ..config import redact_url
 from ..errors import SYNTAX, CommandError
 from ..resp import Reply
@@ -104,7 +104,7 @@ def command_(s: Session, argv: list[bytes]) -> Result:
 # --------------------------------------------------------------------------- INFO
 _SECTIONS = ("server", "clients", "stats", "store", "keyspace")
 #: 1 when the request path runs as C extensions (setup.py), 0 when it runs as plain Python.
-_COMPILED = int(bool(compiled_modules(["dumbkv.server"])))
+_COMPILED = int(request_path_compiled())
 
 
 def _info_lines(state: ServerState, section: str, keyspace: dict[int, KeyCount]) -> list[str]:
