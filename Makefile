@@ -18,13 +18,13 @@ SOURCES := pyproject.toml setup.py $(shell find src -name '*.py')
 $(VENV)/.installed-run: $(SOURCES) | $(BIN)/python
 	touch $@.start
 	$(BIN)/python -m pip install --quiet -e .
-	$(BIN)/python -m dumbkv._compiled
+	$(BIN)/python -c 'from dumbkv._compiled import describe; print("dumbkv request path:", describe())'
 	mv $@.start $@
 
 $(VENV)/.installed-test: $(SOURCES) | $(BIN)/python
 	touch $@.start
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -m dumbkv._compiled
+	$(BIN)/python -c 'from dumbkv._compiled import describe; print("dumbkv request path:", describe())'
 	cp -p $@.start $(VENV)/.installed-run
 	mv $@.start $@
 

@@ -6,8 +6,6 @@ A build that leaves them in ``src/`` (``make``) also writes ``_compiled_sources.
 SHA-256 of each source as it was compiled. If a source has changed since, its extension would
 quietly run the old code, so importing DumbKV fails and says how to rebuild. Installed
 packages carry no such file and are not checked.
-
-``python -m dumbkv._compiled`` says which way the request path runs.
 """
 
 from __future__ import annotations
@@ -77,6 +75,3 @@ def check_fresh(package: Path = _PACKAGE) -> None:
 
 
 check_fresh()
-
-if __name__ == "__main__":
-    print(f"dumbkv request path: {describe()}")
