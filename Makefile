@@ -14,17 +14,18 @@ $(BIN)/python:
 # there is no C compiler), so any change to the sources installs again. The stamps take the
 # time the install started: a file saved during the build is newer, and installs again.
 SOURCES := pyproject.toml setup.py $(shell find src -name '*.py')
+SAY_BUILD = $(BIN)/python -c 'from dumbkv._compiled import describe; print("dumbkv request path:", describe())'
 
 $(VENV)/.installed-run: $(SOURCES) | $(BIN)/python
 	touch $@.start
 	$(BIN)/python -m pip install --quiet -e .
-	$(BIN)/python -c 'from dumbkv._compiled import describe; print("dumbkv request path:", describe())'
+	$(SAY_BUILD)
 	mv $@.start $@
 
 $(VENV)/.installed-test: $(SOURCES) | $(BIN)/python
 	touch $@.start
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -c 'from dumbkv._compiled import describe; print("dumbkv request path:", describe())'
+	$(SAY_BUILD)
 	cp -p $@.start $(VENV)/.installed-run
 	mv $@.start $@
 

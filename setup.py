@@ -83,9 +83,8 @@ class AllOrNothingBuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:  # no compiler, no Python headers, a warning turned error...
-            for ext in self.extensions:
-                for base in (self.build_lib, str(ROOT / "src")):
-                    Path(base, self.get_ext_filename(ext.name)).unlink(missing_ok=True)
+            for ext in self.extensions:  # the wheel's copies; _skipped clears src/
+                Path(self.build_lib, self.get_ext_filename(ext.name)).unlink(missing_ok=True)
             self.extensions = []
             _skipped(exc)
             return

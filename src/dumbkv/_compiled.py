@@ -44,12 +44,6 @@ def describe() -> str:
     return "compiled" if request_path_compiled() else "plain Python"
 
 
-def _source(package: Path, module: str) -> Path:
-    """The source of ``module`` (``dumbkv.commands``) in ``package`` (the ``dumbkv`` dir)."""
-    path = package.joinpath(*module.split(".")[1:])
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
 def check_fresh(package: Path = _PACKAGE) -> None:
     """Refuse to run an extension whose source changed after it was compiled."""
     try:
@@ -61,11 +55,11 @@ def check_fresh(package: Path = _PACKAGE) -> None:
     for extension in package.rglob("*.so"):
         name = extension.name
         stem = next(name[: -len(s)] for s in (*_SUFFIXES, ".so") if name.endswith(s))
-        parts = [*extension.parent.relative_to(package).parts, stem]
-        module = ".".join([package.name, *(p for p in parts if p != "__init__")])
-        source = _source(package, module)
+        source = extension.with_name(stem + ".py")
         if not source.is_file():
             continue
+        parts = [*extension.parent.relative_to(package).parts, stem]
+        module = ".".join([package.name, *(p for p in parts if p != "__init__")])
         if digests.get(module) != hashlib.sha256(source.read_bytes()).hexdigest():
             raise ImportError(
                 f"{source} changed after it was compiled ({extension.name} would run the old "
